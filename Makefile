@@ -1,0 +1,44 @@
+# mnist-dataflow-kit — every target bootstraps what it needs; `make help` lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MNISTKIT := $(VENV)/bin/mnistkit
+# Re-install only when the dependency list changes, so `make demo`/`make test` stay fast on re-runs.
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+SHARED ?= $(abspath ../shared)
+WORK ?= work
+
+.PHONY: help setup demo test lint format clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+setup: $(STAMP) ## Create .venv and install the kit with its test extras (idempotent)
+
+demo: $(STAMP) ## Train a small model, export it, predict a test set locally, report accuracy
+	$(PY) -m cli.demo --work-dir $(WORK)/demo --shared $(SHARED)
+
+test: $(STAMP) tools ## Run the whole offline test suite (emulators, terraform, checkov included)
+	MNISTKIT_SHARED=$(SHARED) $(PY) -m pytest
+
+lint: $(STAMP) tf-lint ## ruff on the Python code
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean: ## Remove build and run outputs (keeps the venvs)
+	rm -rf $(WORK) build dist *.egg-info .pytest_cache .ruff_cache
+
+include infra/terraform.mk

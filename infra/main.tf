@@ -1,0 +1,95 @@
+locals {
+  bucket_prefix = coalesce(var.bucket_prefix, "${var.project_id}-mnistkit")
+  labels        = merge({ app = "mnist-dataflow-kit", managed-by = "terraform" }, var.labels)
+}
+
+module "services" {
+  source     = "./modules/services"
+  project_id = var.project_id
+}
+
+module "storage" {
+  source        = "./modules/storage"
+  project_id    = var.project_id
+  location      = var.region
+  name_prefix   = local.bucket_prefix
+  kms_key_name  = var.kms_key_name
+  force_destroy = var.force_destroy
+  labels        = local.labels
+
+  depends_on = [module.services]
+}
+
+module "bigquery" {
+  source                     = "./modules/bigquery"
+  project_id                 = var.project_id
+  location                   = var.region
+  dataset_id                 = var.dataset_id
+  kms_key_name               = var.kms_key_name
+  delete_contents_on_destroy = var.force_destroy
+  deletion_protection        = !var.force_destroy
+  labels                     = local.labels
+
+  depends_on = [module.services]
+}
+
+module "artifact_registry" {
+  source        = "./modules/artifact_registry"
+  project_id    = var.project_id
+  location      = var.region
+  repository_id = var.artifact_registry_repository
+  kms_key_name  = var.kms_key_name
+  labels        = local.labels
+
+  depends_on = [module.services]
+}
+
+module "network" {
+  source       = "./modules/network"
+  project_id   = var.project_id
+  region       = var.region
+  network_name = var.network_name
+  subnet_cidr  = var.subnet_cidr
+
+  depends_on = [module.services]
+}
+
+module "iam" {
+  source                       = "./modules/iam"
+  project_id                   = var.project_id
+  worker_account_id            = var.worker_account_id
+  object_admin_buckets         = { data = module.storage.bucket_names.data, dataflow = module.storage.bucket_names.dataflow }
+  object_viewer_buckets        = { models = module.storage.bucket_names.models }
+  dataset_id                   = module.bigquery.dataset_id
+  artifact_registry_location   = module.artifact_registry.location
+  artifact_registry_repository = module.artifact_registry.repository_id
+  launcher_members             = var.launcher_members
+
+  depends_on = [module.services]
+}
+
+module "gpu_placement" {
+  source               = "./modules/gpu_placement"
+  region               = var.region
+  gpu_type             = var.gpu_type
+  gpu_count            = var.gpu_count
+  machine_type         = var.worker_machine_type
+  zone                 = var.worker_zone
+  max_workers          = var.max_workers
+  additional_gpu_zones = var.additional_gpu_zones
+  # The module's quota_limits output fails the plan when these limits are below
+  # max_workers x gpu_count, naming the quota to raise.
+  quota_dimensions_infos = { for k, q in data.google_cloud_quotas_quota_info.gpu : k => q.dimensions_infos }
+}
+
+# Limits only: current usage is not exposed here, so the CLI checks it again before launch.
+data "google_cloud_quotas_quota_info" "gpu" {
+  for_each = { for k, id in module.gpu_placement.quota_ids : k => id if var.check_gpu_quota }
+
+  parent   = "projects/${var.project_id}"
+  service  = "compute.googleapis.com"
+  quota_id = each.value
+
+  # The Cloud Quotas API must be on before the first read.
+  depends_on = [module.services]
+}

@@ -1,0 +1,57 @@
+locals {
+  # Dataflow only needs temp/ and staging/ for the life of a job, so that bucket keeps
+  # object versions for a day; models and data are what users care to get back.
+  buckets = {
+    models   = { noncurrent_days = var.noncurrent_retention_days, scratch_prefixes = [] }
+    data     = { noncurrent_days = var.noncurrent_retention_days, scratch_prefixes = [] }
+    dataflow = { noncurrent_days = 1, scratch_prefixes = ["tmp/", "staging/"] }
+  }
+}
+
+resource "google_storage_bucket" "this" {
+  #checkov:skip=CKV_GCP_62:Access logging to a second bucket is not worth it for a batch kit; Cloud Audit Logs (data access) cover who read what.
+  for_each = local.buckets
+
+  project                     = var.project_id
+  name                        = "${var.name_prefix}-${each.key}"
+  location                    = var.location
+  storage_class               = "STANDARD"
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = var.force_destroy
+  labels                      = merge(var.labels, { purpose = each.key })
+
+  versioning {
+    enabled = true
+  }
+
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = each.value.noncurrent_days
+      with_state                 = "ARCHIVED"
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  dynamic "lifecycle_rule" {
+    for_each = length(each.value.scratch_prefixes) > 0 ? [each.value.scratch_prefixes] : []
+    content {
+      condition {
+        age            = var.temp_retention_days
+        matches_prefix = lifecycle_rule.value
+      }
+      action {
+        type = "Delete"
+      }
+    }
+  }
+
+  dynamic "encryption" {
+    for_each = var.kms_key_name == null ? [] : [var.kms_key_name]
+    content {
+      default_kms_key_name = encryption.value
+    }
+  }
+}

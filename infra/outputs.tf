@@ -1,0 +1,111 @@
+# The CLI reads these with `terraform -chdir=infra output -json`: renaming one breaks it
+# (tests/infra checks the names). Document changes in infra/README.md.
+
+output "project_id" {
+  description = "Project the kit is deployed in."
+  value       = var.project_id
+}
+
+output "region" {
+  description = "Dataflow region (--region)."
+  value       = var.region
+}
+
+output "model_bucket" {
+  description = "gs:// URI for exported models."
+  value       = module.storage.model_bucket
+}
+
+output "data_bucket" {
+  description = "gs:// URI for inputs and prediction outputs."
+  value       = module.storage.data_bucket
+}
+
+output "temp_location" {
+  description = "Dataflow --temp_location (gs://.../tmp)."
+  value       = module.storage.temp_location
+}
+
+output "staging_location" {
+  description = "Dataflow --staging_location (gs://.../staging)."
+  value       = module.storage.staging_location
+}
+
+output "bigquery_dataset" {
+  description = "Dataset as project.dataset."
+  value       = module.bigquery.dataset
+}
+
+output "input_table" {
+  description = "project.dataset.table with key INTEGER, image STRING."
+  value       = module.bigquery.tables.input
+}
+
+output "input_bytes_table" {
+  description = "project.dataset.table with key INTEGER, image BYTES."
+  value       = module.bigquery.tables.input_bytes
+}
+
+output "predictions_table" {
+  description = "project.dataset.table for key, class, confidence, pred0..pred9."
+  value       = module.bigquery.tables.predictions
+}
+
+output "worker_service_account" {
+  description = "Email of the worker service account (--service_account_email)."
+  value       = module.iam.worker_service_account
+}
+
+output "network" {
+  description = "Self link of the worker VPC (--network takes its name: network_name)."
+  value       = module.network.network
+}
+
+output "network_name" {
+  description = "Name of the worker VPC."
+  value       = module.network.network_name
+}
+
+output "subnetwork" {
+  description = "Self link of the worker subnet (--subnetwork)."
+  value       = module.network.subnetwork
+}
+
+output "use_public_ips" {
+  description = "Always false: workers reach Google APIs through Private Google Access (--no_use_public_ips)."
+  value       = false
+}
+
+output "artifact_registry_repo" {
+  description = "Docker repository URL: REGION-docker.pkg.dev/PROJECT/REPO."
+  value       = module.artifact_registry.url
+}
+
+output "worker_image" {
+  description = "Worker container image (--sdk_container_image)."
+  value       = "${module.artifact_registry.url}/${var.worker_image_name}:${var.worker_image_tag}"
+}
+
+output "worker_machine_type" {
+  description = "Worker machine type (--machine_type); null leaves Dataflow's default."
+  value       = module.gpu_placement.machine_type
+}
+
+output "max_workers" {
+  description = "Autoscaling ceiling (--max_num_workers)."
+  value       = var.max_workers
+}
+
+output "gpu" {
+  description = "GPU worker settings (gpu_type, gpu_count, machine_type, worker_accelerator service option, zone, max_workers), or null for CPU-only."
+  value       = module.gpu_placement.gpu
+}
+
+output "gpu_quota" {
+  description = "GPUs a full scale-out needs and the quota limits read at plan time (null where unknown)."
+  value = {
+    required = module.gpu_placement.required_gpus
+    limits   = module.gpu_placement.quota_limits
+    quotas   = module.gpu_placement.quota_ids
+  }
+}
