@@ -4,7 +4,8 @@
 
 TF ?= terraform
 TF_ROOT := infra
-PROJECT_ID ?= $(shell gcloud config get-value project 2>/dev/null)
+# Looked up lazily and only once: targets that never read PROJECT_ID never run gcloud.
+PROJECT_ID ?= $(eval PROJECT_ID := $(shell gcloud config get-value project 2>/dev/null))$(PROJECT_ID)
 REGION ?= us-central1
 TF_STATE_BUCKET ?= $(PROJECT_ID)-tfstate
 TF_STATE_PREFIX ?= mnist-dataflow-kit

@@ -1,0 +1,203 @@
+"""Static contract of infra/, read with python-hcl2: outputs the CLI relies on, typed and
+described variables, bucket hardening, least-privilege IAM, and docs that match the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from tfhelpers import INFRA, MODULE_NAMES, MODULES, load_hcl, load_module
+
+# What the CLI's config loader reads from `terraform -chdir=infra output -json`.
+CLI_OUTPUTS = {
+    "project_id", "region", "model_bucket", "data_bucket", "temp_location", "staging_location",
+    "bigquery_dataset", "input_table", "input_bytes_table", "predictions_table",
+    "worker_service_account", "subnetwork", "network", "artifact_registry_repo", "worker_image",
+    "gpu", "max_workers",
+}
+PRIMITIVE_ROLE = re.compile(r"roles/(owner|editor|viewer)\b")
+ALL_DIRS = [INFRA] + [MODULES / m for m in MODULE_NAMES]
+
+
+@pytest.fixture(scope="module")
+def root() -> dict:
+    return load_module(INFRA)
+
+
+@pytest.fixture(scope="module")
+def modules() -> dict[str, dict]:
+    return {name: load_module(MODULES / name) for name in MODULE_NAMES}
+
+
+def strings(node):
+    """Every string anywhere in a parsed HCL structure."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield k
+            yield from strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from strings(v)
+    elif isinstance(node, str):
+        yield node
+
+
+def roles_in(node) -> set[str]:
+    """Role names anywhere in a block, including inside expressions (kept as strings)."""
+    return set(re.findall(r"roles/[A-Za-z0-9_.]+", " ".join(strings(node))))
+
+
+def resources(parsed_modules, rtype):
+    for name, mod in parsed_modules.items():
+        for rname, body in mod["resource"].get(rtype, {}).items():
+            yield f"{name}.{rtype}.{rname}", body
+
+
+def test_every_module_has_the_standard_files():
+    for name in MODULE_NAMES:
+        present = {p.name for p in (MODULES / name).iterdir()}
+        assert {"main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.md"} <= present, name
+
+
+def test_root_exposes_every_output_the_cli_reads(root):
+    missing = CLI_OUTPUTS - set(root["output"])
+    assert not missing, f"root outputs missing for the CLI: {sorted(missing)}"
+
+
+def test_uri_outputs_have_the_documented_shape(root, modules):
+    storage = modules["storage"]["output"]
+    assert storage["model_bucket"]["value"].startswith("gs://")
+    assert storage["data_bucket"]["value"].startswith("gs://")
+    assert storage["temp_location"]["value"].startswith("gs://") and storage["temp_location"]["value"].endswith("/tmp")
+    assert storage["staging_location"]["value"].endswith("/staging")
+    assert modules["artifact_registry"]["output"]["url"]["value"].startswith("${google_artifact_registry_repository.this.location}-docker.pkg.dev/")
+    assert root["output"]["worker_image"]["value"].endswith("/${var.worker_image_name}:${var.worker_image_tag}")
+    assert root["variable"]["worker_image_name"]["default"] == "mnistkit-worker"
+
+
+@pytest.mark.parametrize("directory", ALL_DIRS, ids=lambda d: d.name)
+def test_variables_are_typed_and_described(directory):
+    for name, body in load_module(directory)["variable"].items():
+        assert body.get("type"), f"{directory.name}: variable {name} has no type"
+        assert len(body.get("description", "")) > 10, f"{directory.name}: variable {name} has no description"
+
+
+@pytest.mark.parametrize("directory", ALL_DIRS, ids=lambda d: d.name)
+def test_outputs_are_described(directory):
+    for name, body in load_module(directory)["output"].items():
+        assert len(body.get("description", "")) > 5, f"{directory.name}: output {name} has no description"
+
+
+def test_buckets_have_ubla_enforced_pap_and_versioning(modules):
+    buckets = list(resources(modules, "google_storage_bucket"))
+    assert buckets
+    for address, body in buckets:
+        assert body["uniform_bucket_level_access"] is True, address
+        assert body["public_access_prevention"] == "enforced", address
+        assert body["versioning"][0]["enabled"] is True, address
+
+
+def test_temp_and_staging_expire(modules):
+    scratch = modules["storage"]["locals"]["buckets"]["dataflow"]["scratch_prefixes"]
+    assert sorted(scratch) == ["staging/", "tmp/"]
+
+
+def test_no_service_account_keys_and_only_additive_iam(root, modules):
+    everything = {"root": root, **modules}
+    types = {rtype for mod in everything.values() for rtype in mod["resource"]}
+    assert "google_service_account_key" not in types
+    authoritative = sorted(t for t in types if t.endswith(("_iam_policy", "_iam_binding")))
+    assert not authoritative, f"authoritative IAM would wipe other grants: {authoritative}"
+
+
+def test_no_primitive_roles_anywhere():
+    for path in INFRA.rglob("*.tf"):
+        offending = [s for s in strings(load_hcl(path)) if PRIMITIVE_ROLE.search(s)]
+        assert not offending, f"{path}: {offending}"
+
+
+def test_worker_project_roles_are_exactly_dataflow_worker_and_bq_job_user(modules):
+    iam = modules["iam"]
+    assert sorted(iam["locals"]["project_roles"]["worker"]) == ["roles/bigquery.jobUser", "roles/dataflow.worker"]
+    project_level = [r for roles in iam["locals"]["project_roles"].values() for r in roles]
+    assert not [r for r in project_level if "admin" in r.lower() or r.startswith("roles/iam.")], project_level
+
+
+def test_act_as_is_granted_on_the_worker_account_only(modules):
+    rtypes = {t for m in modules.values() for t in m["resource"]}
+    grants = [a for t in rtypes for a, body in resources(modules, t) if "roles/iam.serviceAccountUser" in roles_in(body)]
+    assert grants == ["iam.google_service_account_iam_member.launcher"]
+    assert not [m for m, mod in modules.items() if "roles/iam.serviceAccountUser" in roles_in(mod["locals"])]
+    body = modules["iam"]["resource"]["google_service_account_iam_member"]["launcher"]
+    assert body["service_account_id"] == "${google_service_account.worker.name}"
+
+
+def test_worker_gets_resource_level_grants(modules):
+    iam = modules["iam"]
+    dataset_roles = {b["role"] for b in iam["resource"]["google_bigquery_dataset_iam_member"].values()}
+    assert dataset_roles == {"roles/bigquery.dataEditor"}
+    assert "roles/artifactregistry.reader" in roles_in(iam["locals"]["repository_bindings"])
+    assert {"roles/storage.objectAdmin", "roles/storage.objectViewer"} <= roles_in(iam["locals"]["bucket_roles"])
+    assert "google_storage_bucket_iam_member" in iam["resource"]
+
+
+def test_network_is_private_logged_and_only_opens_dataflow_ports(modules):
+    net = modules["network"]["resource"]
+    subnet = net["google_compute_subnetwork"]["workers"]
+    assert subnet["private_ip_google_access"] is True
+    assert subnet["log_config"], "flow logs"
+    (firewall,) = net["google_compute_firewall"].values()
+    assert firewall["direction"] == "INGRESS"
+    assert "source_ranges" not in firewall, "only tagged workers may connect"
+    assert firewall["source_tags"] == firewall["target_tags"] == ["${var.worker_tag}"]
+    assert modules["network"]["variable"]["worker_tag"]["default"] == "dataflow"
+    assert firewall["allow"] == [{"protocol": "tcp", "ports": ["12345-12346"]}]
+    assert net["google_compute_network"]["this"]["auto_create_subnetworks"] is False
+
+
+def test_services_stay_enabled_on_destroy(modules):
+    body = modules["services"]["resource"]["google_project_service"]["this"]
+    assert body["disable_on_destroy"] is False
+    apis = set(modules["services"]["variable"]["services"]["default"])
+    needed = {"dataflow", "compute", "storage", "bigquery", "artifactregistry", "iam", "cloudquotas"}
+    assert {f"{a}.googleapis.com" for a in needed} <= apis
+
+
+def test_gpu_placement_is_provider_free(modules):
+    gpu = modules["gpu_placement"]
+    assert not gpu["resource"] and not gpu["data"] and not gpu["provider"]
+    assert all("required_providers" not in block for block in gpu["terraform"])
+
+
+def test_root_backend_is_empty_gcs_and_quota_feeds_the_gate(root):
+    (backend,) = [b["backend"] for b in root["terraform"] if "backend" in b]
+    assert backend == [{"gcs": {}}]
+    quota = root["data"]["google_cloud_quotas_quota_info"]["gpu"]
+    assert quota["service"] == "compute.googleapis.com"
+    assert "module.gpu_placement.quota_ids" in quota["for_each"]
+    assert "data.google_cloud_quotas_quota_info.gpu" in root["module"]["gpu_placement"]["quota_dimensions_infos"]
+
+
+def test_destroy_protection_follows_force_destroy(root, modules):
+    assert root["variable"]["force_destroy"]["default"] is False
+    assert root["module"]["storage"]["force_destroy"] == "${var.force_destroy}"
+    assert root["module"]["bigquery"]["deletion_protection"] == "${!var.force_destroy}"
+    assert modules["bigquery"]["variable"]["deletion_protection"]["default"] is True
+
+
+def test_tfvars_example_only_sets_known_variables(root):
+    example = load_hcl(INFRA / "terraform.tfvars.example")
+    assert example, "the example should set something"
+    assert set(example) <= set(root["variable"]), set(example) - set(root["variable"])
+
+
+def _readme(directory: Path) -> str:
+    return (directory / "README.md").read_text()
+
+
+@pytest.mark.parametrize("directory", ALL_DIRS, ids=lambda d: d.name)
+def test_readmes_document_every_variable_and_output(directory):
+    mod, text = load_module(directory), _readme(directory)
+    undocumented = [n for n in [*mod["variable"], *mod["output"]] if f"`{n}`" not in text]
+    assert not undocumented, f"{directory.name}/README.md misses {undocumented}"
