@@ -1,0 +1,173 @@
+"""`mnistkit train | evaluate | export`: the model's life before it serves predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from model_export.datasets import DATASETS, DatasetError
+
+dataset_option = click.option(
+    "--dataset",
+    type=click.Choice(sorted(DATASETS)),
+    default="mnist",
+    show_default=True,
+    help="Which dataset: handwritten digits or Fashion-MNIST clothing.",
+)
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder with the IDX files (.gz or raw) or mnist.npz. Without it the kit uses its cache "
+    "(~/.cache/mnistkit, downloading once) or Debian's /usr/share/datasets/fashion-mnist.",
+)
+
+
+def _fail_cleanly(fn):
+    """Dataset problems are the user's to fix, so they get the message, not a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (DatasetError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+def _export(model, export_dir: Path, metadata: dict) -> Path:
+    from model_export.export import export_saved_model
+
+    version_dir = export_saved_model(model, export_dir, metadata)
+    click.echo(f"Exported SavedModel: {version_dir}")
+    return version_dir
+
+
+@click.command()
+@dataset_option
+@data_dir_option
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="Passes over the train split.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--learning-rate", type=float, default=1e-3, show_default=True, help="Adam's learning rate.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Seeds Python, NumPy and TF for repeatable runs.")
+@click.option(
+    "--max-train-samples",
+    type=click.IntRange(min=1),
+    help="Train on the first N images only (quick demos and smoke tests).",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("work/train"),
+    show_default=True,
+    help="Where model.keras, metrics.json, training_curve.png and tensorboard/ go.",
+)
+@click.option(
+    "--export-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also export a versioned SavedModel here (<export-dir>/<unix-timestamp>/), ready to predict with.",
+)
+@_fail_cleanly
+def train(dataset, data_dir, epochs, batch_size, learning_rate, seed, max_train_samples, output_dir, export_dir):
+    """Train the CNN, evaluate it on the test split, and record metrics.
+
+    \b
+    Example:
+      mnistkit train --dataset fashion-mnist --epochs 3 --export-dir models/
+      tensorboard --logdir work/train/tensorboard
+    """
+    from model_export.train import TrainConfig
+    from model_export.train import train as run_training
+
+    result = run_training(
+        TrainConfig(
+            dataset=dataset,
+            data_dir=str(data_dir) if data_dir else None,
+            output_dir=output_dir,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            learning_rate=learning_rate,
+            max_train_samples=max_train_samples,
+        )
+    )
+    timings = result.metrics["timings"]
+    click.echo(
+        f"Test accuracy {result.test_accuracy:.4f} on {result.metrics['test_samples']} images "
+        f"({timings['train_seconds']:.0f} s training). Artefacts in {result.output_dir}/"
+    )
+    if export_dir:
+        _export(result.model, export_dir, _export_metadata(result.metrics))
+
+
+@click.command()
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="A trained model.keras, or an export dir (its newest version is used).",
+)
+@dataset_option
+@data_dir_option
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("work/evaluate"),
+    show_default=True,
+    help="Where evaluation.json and confusion_matrix.png go.",
+)
+@_fail_cleanly
+def evaluate(model_path, dataset, data_dir, output_dir):
+    """Accuracy, per-class precision/recall and a confusion matrix on the test split."""
+    from model_export.evaluate import evaluate_model
+
+    evaluation = evaluate_model(model_path, dataset, str(data_dir) if data_dir else None, output_dir)
+    click.echo(f"Accuracy {evaluation.accuracy:.4f} on {int(evaluation.confusion.sum())} test images")
+    click.echo(f"{'class':<14}{'precision':>10}{'recall':>10}")
+    for name, p, r in zip(evaluation.class_names, evaluation.precision, evaluation.recall, strict=True):
+        click.echo(f"{name:<14}{p:>10.4f}{r:>10.4f}")
+    click.echo(f"Wrote {output_dir}/evaluation.json and confusion_matrix.png")
+
+
+@click.command(name="export")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=Path("work/train/model.keras"),
+    show_default=True,
+    help="The trained Keras model (train writes it with metrics.json beside it).",
+)
+@click.option(
+    "--export-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Base folder; the model goes to <export-dir>/<unix-timestamp>/.",
+)
+@_fail_cleanly
+def export_command(model_path, export_dir):
+    """Export a trained model as a versioned SavedModel with a key-passthrough signature.
+
+    Signature serving_default: inputs key int64 [None], image float32 [None, 784] (0..1);
+    outputs key, probabilities float32 [None, 10], class int64 [None].
+    """
+    import keras
+
+    metrics_path = model_path.parent / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    _export(keras.models.load_model(model_path), export_dir, _export_metadata(metrics))
+
+
+def _export_metadata(metrics: dict) -> dict:
+    return {
+        "dataset": metrics.get("dataset"),
+        "test_accuracy": metrics.get("test", {}).get("accuracy"),
+        "train_samples": metrics.get("train_samples"),
+    }
+
+
+COMMANDS = [train, evaluate, export_command]

@@ -1,0 +1,112 @@
+"""Score a trained or exported model: accuracy, per-class precision/recall, confusion-matrix PNG."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_export.datasets import dataset_spec, load_dataset
+from model_export.export import SIGNATURE_NAME, latest_version
+from model_export.model import NUM_CLASSES, to_model_input
+
+EVALUATION_JSON = "evaluation.json"
+CONFUSION_PNG = "confusion_matrix.png"
+_PREDICT_BATCH = 1024
+
+
+@dataclass
+class Evaluation:
+    accuracy: float
+    confusion: np.ndarray  # [true class, predicted class]
+    class_names: tuple[str, ...]
+
+    @property
+    def precision(self) -> np.ndarray:
+        predicted = self.confusion.sum(axis=0)
+        return np.divide(np.diag(self.confusion), predicted, out=np.zeros(NUM_CLASSES), where=predicted > 0)
+
+    @property
+    def recall(self) -> np.ndarray:
+        actual = self.confusion.sum(axis=1)
+        return np.divide(np.diag(self.confusion), actual, out=np.zeros(NUM_CLASSES), where=actual > 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            "samples": int(self.confusion.sum()),
+            "per_class": [
+                {"class": i, "name": name, "precision": float(p), "recall": float(r), "support": int(s)}
+                for i, (name, p, r, s) in enumerate(
+                    zip(self.class_names, self.precision, self.recall, self.confusion.sum(axis=1), strict=True)
+                )
+            ],
+            "confusion_matrix": self.confusion.tolist(),
+        }
+
+
+def score(labels: np.ndarray, predicted: np.ndarray, class_names: tuple[str, ...]) -> Evaluation:
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    np.add.at(confusion, (labels.astype(np.int64), predicted.astype(np.int64)), 1)
+    return Evaluation(float(np.mean(labels == predicted)), confusion, class_names)
+
+
+def predict_classes(model_path: str | os.PathLike, images_uint8: np.ndarray) -> np.ndarray:
+    """Classes for uint8 [N, 28, 28] images from a ``.keras`` file or an exported SavedModel."""
+    model_path = Path(model_path)
+    x = to_model_input(images_uint8)
+    if model_path.suffix == ".keras":
+        import keras
+
+        return keras.models.load_model(model_path).predict(x, batch_size=_PREDICT_BATCH, verbose=0).argmax(axis=1)
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(latest_version(model_path))).signatures[SIGNATURE_NAME]
+    classes = []
+    for start in range(0, len(x), _PREDICT_BATCH):
+        batch = x[start : start + _PREDICT_BATCH]
+        out = serve(key=tf.range(len(batch), dtype=tf.int64), image=tf.constant(batch))
+        classes.append(out["class"].numpy())
+    return np.concatenate(classes)
+
+
+def evaluate_model(
+    model_path: str | os.PathLike,
+    dataset: str = "mnist",
+    data_dir: str | None = None,
+    output_dir: str | os.PathLike | None = None,
+) -> Evaluation:
+    """Evaluate on the dataset's test split; with output_dir, also write evaluation.json and the PNG."""
+    images, labels = load_dataset(dataset, "test", data_dir)
+    evaluation = score(labels, predict_classes(model_path, images), dataset_spec(dataset).class_names)
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / EVALUATION_JSON).write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n")
+        plot_confusion(evaluation, output_dir / CONFUSION_PNG)
+    return evaluation
+
+
+def plot_confusion(evaluation: Evaluation, path: os.PathLike) -> None:
+    from model_export.plots import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 6))
+    image = ax.imshow(evaluation.confusion, cmap="Blues")
+    fig.colorbar(image, ax=ax)
+    ticks = range(NUM_CLASSES)
+    ax.set_xticks(ticks, evaluation.class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, evaluation.class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = evaluation.confusion.max() / 2
+    for (i, j), count in np.ndenumerate(evaluation.confusion):
+        ax.text(j, i, str(count), ha="center", va="center", color="white" if count > threshold else "black")
+    ax.set_title(f"accuracy {evaluation.accuracy:.4f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

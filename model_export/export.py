@@ -1,0 +1,118 @@
+"""Export a trained Keras model as a versioned SavedModel the pipeline loads with ``tf.saved_model.load``.
+
+Layout: ``<export_dir>/<unix-timestamp>/`` holds the SavedModel, ``model.json`` (what it is and how
+good it is) and ``model.keras`` (the same network for Keras users). A version appears atomically
+(written under a hidden name, then renamed), because the pipeline and the streaming model watcher
+pick the newest numeric folder and must never see half a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from model_export.model import NUM_CLASSES, NUM_PIXELS
+
+SIGNATURE_NAME = "serving_default"
+MODEL_JSON = "model.json"
+KERAS_FILE = "model.keras"
+SIGNATURE_INPUTS = {"key": ("int64", [None]), "image": ("float32", [None, NUM_PIXELS])}
+SIGNATURE_OUTPUTS = {
+    "key": ("int64", [None]),
+    "probabilities": ("float32", [None, NUM_CLASSES]),
+    "class": ("int64", [None]),
+}
+
+
+def _serving_module(model):
+    import tensorflow as tf
+
+    class Serving(tf.Module):
+        """Key passthrough like the original Dataflow sample's export, so rows can be joined back."""
+
+        def __init__(self, keras_model):
+            super().__init__(name="mnist_serving")
+            self.model = keras_model
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.int64, name="key"),
+                tf.TensorSpec([None, NUM_PIXELS], tf.float32, name="image"),
+            ]
+        )
+        def serve(self, key, image):
+            probabilities = self.model(image, training=False)
+            return {
+                "key": tf.identity(key),
+                "probabilities": probabilities,
+                "class": tf.argmax(probabilities, axis=1, output_type=tf.int64),
+            }
+
+    return Serving(model)
+
+
+def export_saved_model(
+    model, export_dir: str | os.PathLike, metadata: dict[str, Any] | None = None, version: int | None = None
+) -> Path:
+    """Write ``model`` to ``export_dir/<version>/`` and return that folder."""
+    import tensorflow as tf
+
+    export_dir = Path(export_dir)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    version = version or int(time.time())
+    while (export_dir / str(version)).exists():
+        version += 1  # two exports in the same second must not overwrite each other
+    final = export_dir / str(version)
+    staging = export_dir / f".tmp-{version}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        module = _serving_module(model)
+        tf.saved_model.save(module, str(staging), signatures={SIGNATURE_NAME: module.serve})
+        model.save(staging / KERAS_FILE)
+        info = model_info(version, metadata or {})
+        (staging / MODEL_JSON).write_text(json.dumps(info, indent=2) + "\n")
+        os.replace(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def model_info(version: int, metadata: dict[str, Any]) -> dict[str, Any]:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    return {
+        "version": version,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "signature": {
+            "name": SIGNATURE_NAME,
+            "inputs": {k: {"dtype": d, "shape": s} for k, (d, s) in SIGNATURE_INPUTS.items()},
+            "outputs": {k: {"dtype": d, "shape": s} for k, (d, s) in SIGNATURE_OUTPUTS.items()},
+            "image_range": [0.0, 1.0],
+        },
+        "frameworks": {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        **metadata,
+    }
+
+
+def latest_version(export_dir: str | os.PathLike) -> Path:
+    """The newest numeric version under a local export dir, or the dir itself if it is a version."""
+    export_dir = Path(export_dir)
+    if (export_dir / "saved_model.pb").is_file():
+        return export_dir
+    versions = [p for p in export_dir.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
+    if not versions:
+        raise FileNotFoundError(f"{export_dir} holds no exported model version (<unix-timestamp>/saved_model.pb).")
+    return max(versions, key=lambda p: int(p.name))

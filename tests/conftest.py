@@ -1,0 +1,61 @@
+"""Fixtures shared by every test area: the real datasets and one small, really trained model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """`../shared/datasets` (or $MNISTKIT_SHARED/datasets): the IDX files CI has beside the clone."""
+    root = Path(os.environ.get("MNISTKIT_SHARED", REPO_ROOT.parent / "shared")) / "datasets"
+    if not (root / "mnist-sample" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"shared datasets not found at {root}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist_sample_dir(shared_datasets: Path) -> Path:
+    return shared_datasets / "mnist-sample"
+
+
+@pytest.fixture(scope="session")
+def mnist_test_set(mnist_sample_dir: Path):
+    """(images uint8 [1000, 28, 28], labels uint8 [1000]) from the MNIST sample's test split."""
+    from model_export.datasets import load_dataset
+
+    return load_dataset("mnist", "test", mnist_sample_dir)
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory, mnist_sample_dir: Path):
+    """A real training run, kept short: 3,000 images, 2 epochs (~10 s on 2 cores)."""
+    from model_export.train import TrainConfig, train
+
+    return train(
+        TrainConfig(
+            dataset="mnist",
+            data_dir=str(mnist_sample_dir),
+            output_dir=tmp_path_factory.mktemp("train"),
+            epochs=2,
+            max_train_samples=3000,
+            verbose=0,
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory, trained_model) -> Path:
+    """An export base dir `D` holding one version `D/<unix-ts>/` (SavedModel + model.json + model.keras)."""
+    from model_export.export import export_saved_model
+
+    export_dir = tmp_path_factory.mktemp("models")
+    export_saved_model(trained_model.model, export_dir, {"dataset": "mnist", "test_accuracy": trained_model.test_accuracy})
+    return export_dir
