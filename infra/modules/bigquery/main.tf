@@ -1,35 +1,36 @@
 locals {
-  # Table ids are variables; the keys stay fixed so outputs and addresses do not move.
-  tables = {
-    input = {
-      id          = var.input_table_id
-      description = "MNIST images as text, the original sample's layout: key, then 784 comma-separated floats in [0, 1]."
-      schema = [
-        { name = "key", type = "INTEGER", mode = "REQUIRED", description = "Row key, passed through to predictions." },
-        { name = "image", type = "STRING", mode = "REQUIRED", description = "784 comma-separated pixel values in [0, 1]." },
-      ]
-    }
-    input_bytes = {
-      id          = var.input_bytes_table_id
-      description = "MNIST images as raw bytes."
-      schema = [
-        { name = "key", type = "INTEGER", mode = "REQUIRED", description = "Row key, passed through to predictions." },
-        { name = "image", type = "BYTES", mode = "REQUIRED", description = "784 uint8 pixels, row-major 28x28." },
-      ]
-    }
-    predictions = {
-      id          = var.predictions_table_id
-      description = "One row per predicted image."
-      schema = concat(
-        [
-          { name = "key", type = "INTEGER", mode = "REQUIRED", description = "Key of the input row." },
-          { name = "class", type = "INTEGER", mode = "REQUIRED", description = "Predicted digit (argmax)." },
-          { name = "confidence", type = "FLOAT", mode = "REQUIRED", description = "Softmax probability of the predicted class." },
-        ],
-        [for d in range(10) : { name = "pred${d}", type = "FLOAT", mode = "NULLABLE", description = "Softmax probability of digit ${d}." }],
-      )
-    }
+  key_column = { name = "key", type = "INTEGER", mode = "REQUIRED", description = "Row key, passed through to predictions." }
+
+  # The same images in two encodings: text as in the original sample, and raw bytes.
+  image_tables = {
+    input       = { id = var.input_table_id, type = "STRING", layout = "784 comma-separated pixel values in [0, 1]" }
+    input_bytes = { id = var.input_bytes_table_id, type = "BYTES", layout = "784 uint8 pixels, row-major 28x28" }
   }
+
+  # Table ids are variables; the keys stay fixed so outputs and addresses do not move.
+  tables = merge(
+    {
+      for k, t in local.image_tables : k => {
+        id          = t.id
+        description = "MNIST images to predict: key, then ${t.layout}."
+        schema      = [local.key_column, { name = "image", type = t.type, mode = "REQUIRED", description = t.layout }]
+      }
+    },
+    {
+      predictions = {
+        id          = var.predictions_table_id
+        description = "One row per predicted image."
+        schema = concat(
+          [
+            merge(local.key_column, { description = "Key of the input row." }),
+            { name = "class", type = "INTEGER", mode = "REQUIRED", description = "Predicted digit (argmax)." },
+            { name = "confidence", type = "FLOAT", mode = "REQUIRED", description = "Softmax probability of the predicted class." },
+          ],
+          [for d in range(10) : { name = "pred${d}", type = "FLOAT", mode = "NULLABLE", description = "Softmax probability of digit ${d}." }],
+        )
+      }
+    },
+  )
 }
 
 # Access is granted with dataset IAM members (iam module), never `access` blocks here:

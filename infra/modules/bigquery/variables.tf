@@ -14,8 +14,8 @@ variable "dataset_id" {
   description = "BigQuery dataset id."
 
   validation {
-    condition     = can(regex("^[A-Za-z0-9_]{1,1024}$", var.dataset_id))
-    error_message = "dataset_id may only hold letters, digits and underscores."
+    condition     = can(regex("^[A-Za-z0-9_]+$", var.dataset_id)) && length(var.dataset_id) <= 1024
+    error_message = "dataset_id may only hold letters, digits and underscores (at most 1024)."
   }
 }
 
