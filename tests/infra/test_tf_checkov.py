@@ -27,11 +27,29 @@ def report(tmp_path_factory) -> dict:
     if not CHECKOV.exists():
         pytest.skip("checkov is not installed: run `make tools` (make test does it)")
     result = subprocess.run(
-        [str(CHECKOV), "-d", str(INFRA), "--framework", "terraform", "--output", "json", "--compact",
-         "--skip-download", "--skip-path", r"\.terraform"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            str(CHECKOV),
+            "-d",
+            str(INFRA),
+            "--framework",
+            "terraform",
+            "--output",
+            "json",
+            "--compact",
+            "--skip-download",
+            "--skip-path",
+            r"\.terraform",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
         # --skip-download keeps it offline; a bare environment keeps any BC_API_KEY from uploading.
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path_factory.mktemp("checkov-home")), "LOG_LEVEL": "ERROR"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path_factory.mktemp("checkov-home")),
+            "LOG_LEVEL": "ERROR",
+        },
     )
     # checkov exits 1 when a check fails; anything else (or no JSON) is a crash.
     assert result.returncode in (0, 1), result.stderr[-3000:]
@@ -40,7 +58,7 @@ def report(tmp_path_factory) -> dict:
 
 def test_checkov_finds_no_failed_checks(report):
     summary = report["summary"]
-    failed = [f'{c["check_id"]} {c["resource"]} {c["file_path"]}' for c in report["results"]["failed_checks"]]
+    failed = [f"{c['check_id']} {c['resource']} {c['file_path']}" for c in report["results"]["failed_checks"]]
     assert summary["failed"] == 0, "\n".join(failed)
     assert summary["parsing_errors"] == 0
     # Guard against a scan that silently saw nothing.
@@ -49,8 +67,16 @@ def test_checkov_finds_no_failed_checks(report):
 
 def test_checkov_ran_the_iam_and_network_checks(report):
     passed = {c["check_id"] for c in report["results"]["passed_checks"]}
-    assert {"CKV_GCP_29", "CKV_GCP_114", "CKV_GCP_78", "CKV_GCP_74", "CKV_GCP_26", "CKV_GCP_42", "CKV_GCP_49",
-            "CKV2_GCP_18"} <= passed
+    assert {
+        "CKV_GCP_29",
+        "CKV_GCP_114",
+        "CKV_GCP_78",
+        "CKV_GCP_74",
+        "CKV_GCP_26",
+        "CKV_GCP_42",
+        "CKV_GCP_49",
+        "CKV2_GCP_18",
+    } <= passed
 
 
 def test_only_the_inline_skips_were_skipped(report):

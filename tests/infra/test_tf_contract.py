@@ -11,10 +11,23 @@ from tfhelpers import INFRA, MODULE_NAMES, MODULES, load_hcl, load_module
 
 # What the CLI's config loader reads from `terraform -chdir=infra output -json`.
 CLI_OUTPUTS = {
-    "project_id", "region", "model_bucket", "data_bucket", "temp_location", "staging_location",
-    "bigquery_dataset", "input_table", "input_bytes_table", "predictions_table",
-    "worker_service_account", "subnetwork", "network", "artifact_registry_repo", "worker_image",
-    "gpu", "max_workers",
+    "project_id",
+    "region",
+    "model_bucket",
+    "data_bucket",
+    "temp_location",
+    "staging_location",
+    "bigquery_dataset",
+    "input_table",
+    "input_bytes_table",
+    "predictions_table",
+    "worker_service_account",
+    "subnetwork",
+    "network",
+    "artifact_registry_repo",
+    "worker_image",
+    "gpu",
+    "max_workers",
 }
 PRIMITIVE_ROLE = re.compile(r"roles/(owner|editor|viewer)\b")
 ALL_DIRS = [INFRA] + [MODULES / m for m in MODULE_NAMES]
@@ -69,10 +82,16 @@ def test_uri_outputs_have_the_documented_shape(root, modules):
     storage = modules["storage"]["output"]
     assert storage["model_bucket"]["value"].startswith("gs://")
     assert storage["data_bucket"]["value"].startswith("gs://")
-    assert storage["temp_location"]["value"].startswith("gs://") and storage["temp_location"]["value"].endswith("/tmp")
+    assert storage["temp_location"]["value"].startswith("gs://") and storage["temp_location"][
+        "value"
+    ].endswith("/tmp")
     assert storage["staging_location"]["value"].endswith("/staging")
-    assert modules["artifact_registry"]["output"]["url"]["value"].startswith("${google_artifact_registry_repository.this.location}-docker.pkg.dev/")
-    assert root["output"]["worker_image"]["value"].endswith("/${var.worker_image_name}:${var.worker_image_tag}")
+    assert modules["artifact_registry"]["output"]["url"]["value"].startswith(
+        "${google_artifact_registry_repository.this.location}-docker.pkg.dev/"
+    )
+    assert root["output"]["worker_image"]["value"].endswith(
+        "/${var.worker_image_name}:${var.worker_image_tag}"
+    )
     assert root["variable"]["worker_image_name"]["default"] == "mnistkit-worker"
 
 
@@ -98,9 +117,10 @@ def test_buckets_have_ubla_enforced_pap_and_versioning(modules):
         assert body["versioning"][0]["enabled"] is True, address
 
 
-def test_temp_and_staging_expire(modules):
-    scratch = modules["storage"]["locals"]["buckets"]["dataflow"]["scratch_prefixes"]
-    assert sorted(scratch) == ["staging/", "tmp/"]
+def test_temp_and_staging_expire_without_soft_delete(modules):
+    dataflow = modules["storage"]["locals"]["buckets"]["dataflow"]
+    assert sorted(dataflow["scratch_prefixes"]) == ["staging/", "tmp/"]
+    assert dataflow["soft_delete_seconds"] == 0
 
 
 def test_no_service_account_keys_and_only_additive_iam(root, modules):
@@ -119,14 +139,22 @@ def test_no_primitive_roles_anywhere():
 
 def test_worker_project_roles_are_exactly_dataflow_worker_and_bq_job_user(modules):
     iam = modules["iam"]
-    assert sorted(iam["locals"]["project_roles"]["worker"]) == ["roles/bigquery.jobUser", "roles/dataflow.worker"]
+    assert sorted(iam["locals"]["project_roles"]["worker"]) == [
+        "roles/bigquery.jobUser",
+        "roles/dataflow.worker",
+    ]
     project_level = [r for roles in iam["locals"]["project_roles"].values() for r in roles]
     assert not [r for r in project_level if "admin" in r.lower() or r.startswith("roles/iam.")], project_level
 
 
 def test_act_as_is_granted_on_the_worker_account_only(modules):
     rtypes = {t for m in modules.values() for t in m["resource"]}
-    grants = [a for t in rtypes for a, body in resources(modules, t) if "roles/iam.serviceAccountUser" in roles_in(body)]
+    grants = [
+        a
+        for t in rtypes
+        for a, body in resources(modules, t)
+        if "roles/iam.serviceAccountUser" in roles_in(body)
+    ]
     assert grants == ["iam.google_service_account_iam_member.launcher"]
     assert not [m for m, mod in modules.items() if "roles/iam.serviceAccountUser" in roles_in(mod["locals"])]
     body = modules["iam"]["resource"]["google_service_account_iam_member"]["launcher"]
@@ -138,7 +166,9 @@ def test_worker_gets_resource_level_grants(modules):
     dataset_roles = {b["role"] for b in iam["resource"]["google_bigquery_dataset_iam_member"].values()}
     assert dataset_roles == {"roles/bigquery.dataEditor"}
     assert "roles/artifactregistry.reader" in roles_in(iam["locals"]["repository_bindings"])
-    assert {"roles/storage.objectAdmin", "roles/storage.objectViewer"} <= roles_in(iam["locals"]["bucket_roles"])
+    assert {"roles/storage.objectAdmin", "roles/storage.objectViewer"} <= roles_in(
+        iam["locals"]["bucket_roles"]
+    )
     assert "google_storage_bucket_iam_member" in iam["resource"]
 
 
@@ -176,7 +206,9 @@ def test_root_backend_is_empty_gcs_and_quota_feeds_the_gate(root):
     quota = root["data"]["google_cloud_quotas_quota_info"]["gpu"]
     assert quota["service"] == "compute.googleapis.com"
     assert "module.gpu_placement.quota_ids" in quota["for_each"]
-    assert "data.google_cloud_quotas_quota_info.gpu" in root["module"]["gpu_placement"]["quota_dimensions_infos"]
+    assert (
+        "data.google_cloud_quotas_quota_info.gpu" in root["module"]["gpu_placement"]["quota_dimensions_infos"]
+    )
 
 
 def test_destroy_protection_follows_force_destroy(root, modules):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from tfhelpers import REPO
@@ -14,7 +13,8 @@ from tfhelpers import REPO
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not on PATH")
 
 STUB = """#!/bin/sh
-echo "$(basename "$0") $* | force_destroy=$TF_VAR_force_destroy project=$TF_VAR_project_id region=$TF_VAR_region" >> "$STUB_LOG"
+vars="force_destroy=$TF_VAR_force_destroy project=$TF_VAR_project_id region=$TF_VAR_region"
+echo "$(basename "$0") $* | $vars" >> "$STUB_LOG"
 case "$*" in
   "storage buckets describe"*) [ -n "$STUB_BUCKET_EXISTS" ] ;;
   "dataflow jobs list"*) printf '%s' "$STUB_ACTIVE_JOBS" ;;
@@ -32,13 +32,33 @@ def make(tmp_path):
     log = tmp_path / "calls.log"
 
     def run(*args: str, stdin: str = "", **stub_env: str) -> tuple[int, str, list[str]]:
-        env = {k: v for k, v in os.environ.items()
-               if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PROJECT_ID", "REGION", "AUTO_APPROVE",
-                            "FORCE_DESTROY", "TF_STATE_BUCKET", "TF_STATE_PREFIX", "TF"}}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k
+            not in {
+                "MAKEFLAGS",
+                "MFLAGS",
+                "MAKELEVEL",
+                "PROJECT_ID",
+                "REGION",
+                "AUTO_APPROVE",
+                "FORCE_DESTROY",
+                "TF_STATE_BUCKET",
+                "TF_STATE_PREFIX",
+                "TF",
+            }
+        }
         env.update(PATH=f"{bin_dir}:{env['PATH']}", STUB_LOG=str(log), **stub_env)
         log.write_text("")
-        result = subprocess.run(["make", "--no-print-directory", "-C", str(REPO), *args], input=stdin,
-                                env=env, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            ["make", "--no-print-directory", "-C", str(REPO), *args],
+            input=stdin,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         return result.returncode, result.stdout + result.stderr, log.read_text().splitlines()
 
     return run
@@ -56,7 +76,7 @@ def test_destroy_keeps_data_by_default(make):
     assert "Buckets that hold objects and the BigQuery tables are kept" in output
     tf = [c for c in calls if c.startswith("terraform")]
     assert len(tf) == 2
-    assert 'init -input=false -reconfigure -backend-config=bucket=demo-proj-tfstate' in tf[0]
+    assert "init -input=false -reconfigure -backend-config=bucket=demo-proj-tfstate" in tf[0]
     assert "-backend-config=prefix=mnist-dataflow-kit" in tf[0]
     assert tf[1].startswith("terraform -chdir=infra destroy -input=false -auto-approve")
     assert "force_destroy=false project=demo-proj region=us-east1" in tf[1]
@@ -67,14 +87,17 @@ def test_force_destroy_applies_the_flags_before_destroying(make):
     assert code == 0, output
     tf = [c for c in calls if c.startswith("terraform")]
     assert [c.split(" |")[0] for c in tf[1:]] == [
-        "terraform -chdir=infra apply -input=false -auto-approve -target=module.storage -target=module.bigquery",
+        "terraform -chdir=infra apply -input=false -auto-approve"
+        " -target=module.storage -target=module.bigquery",
         "terraform -chdir=infra destroy -input=false -auto-approve",
     ]
     assert all("force_destroy=true" in c for c in tf)
 
 
 def test_destroy_refuses_while_jobs_run(make):
-    code, output, calls = make("destroy", "PROJECT_ID=demo-proj", "AUTO_APPROVE=1", STUB_ACTIVE_JOBS="2025-01-01_job")
+    code, output, calls = make(
+        "destroy", "PROJECT_ID=demo-proj", "AUTO_APPROVE=1", STUB_ACTIVE_JOBS="2025-01-01_job"
+    )
     assert code != 0 and "Cancel them first" in output
     assert not [c for c in calls if c.startswith("terraform")]
 
@@ -84,8 +107,10 @@ def test_deploy_bootstraps_state_then_enables_apis_then_applies(make):
     assert code == 0, output
     steps = [c.split(" |")[0] for c in calls]
     assert steps[0] == "gcloud storage buckets describe gs://demo-proj-tfstate --project=demo-proj"
-    assert steps[1] == ("gcloud storage buckets create gs://demo-proj-tfstate --project=demo-proj "
-                        "--location=europe-west4 --uniform-bucket-level-access --public-access-prevention")
+    assert steps[1] == (
+        "gcloud storage buckets create gs://demo-proj-tfstate --project=demo-proj "
+        "--location=europe-west4 --uniform-bucket-level-access --public-access-prevention"
+    )
     assert steps[2] == "gcloud storage buckets update gs://demo-proj-tfstate --versioning"
     assert steps[3].startswith("terraform -chdir=infra init")
     assert steps[4] == "terraform -chdir=infra apply -input=false -auto-approve -target=module.services"

@@ -13,7 +13,17 @@ from pathlib import Path
 import hcl2
 import pytest
 from pytest_terraform import terraform
-from tfhelpers import INFRA, MODULES, TERRAFORM, copy_module, requires_terraform, run_terraform, terraform_env
+from tfhelpers import (
+    INFRA,
+    MODULES,
+    TERRAFORM,
+    copy_module,
+    load_hcl,
+    load_module,
+    requires_terraform,
+    run_terraform,
+    terraform_env,
+)
 
 pytestmark = requires_terraform
 
@@ -32,7 +42,9 @@ def gpu_module(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 
 def test_fmt_is_clean(tmp_path):
-    result = run_terraform(["fmt", "-check", "-recursive", "-diff", str(INFRA)], INFRA, terraform_env(tmp_path))
+    result = run_terraform(
+        ["fmt", "-check", "-recursive", "-diff", str(INFRA)], INFRA, terraform_env(tmp_path)
+    )
     assert result.returncode == 0, f"run `terraform fmt -recursive infra`:\n{result.stdout}{result.stderr}"
 
 
@@ -56,13 +68,20 @@ def _plan_json(workdir: Path, env: dict[str, str], tmp_path: Path, variables: di
 
 def test_quota_shortfall_names_the_quota_to_raise(gpu_module, tmp_path):
     workdir, env = gpu_module
-    code, diagnostics = _plan_json(workdir, env, tmp_path, {
-        "region": "us-central1", "gpu_type": "nvidia-tesla-t4", "max_workers": 8,
-        "quota_dimensions_infos": {
-            "regional": [{"dimensions": {"region": "us-central1"}, "details": [{"value": "4"}]}],
-            "all_regions": [{"dimensions": {}, "details": [{"value": "-1"}]}],
+    code, diagnostics = _plan_json(
+        workdir,
+        env,
+        tmp_path,
+        {
+            "region": "us-central1",
+            "gpu_type": "nvidia-tesla-t4",
+            "max_workers": 8,
+            "quota_dimensions_infos": {
+                "regional": [{"dimensions": {"region": "us-central1"}, "details": [{"value": "4"}]}],
+                "all_regions": [{"dimensions": {}, "details": [{"value": "-1"}]}],
+            },
         },
-    })
+    )
     assert code != 0
     errors = [d for d in diagnostics if d["severity"] == "error"]
     assert len(errors) == 1, diagnostics
@@ -75,13 +94,21 @@ def test_quota_shortfall_names_the_quota_to_raise(gpu_module, tmp_path):
 
 def test_both_quotas_short_are_both_named(gpu_module, tmp_path):
     workdir, env = gpu_module
-    code, diagnostics = _plan_json(workdir, env, tmp_path, {
-        "region": "europe-west4", "gpu_type": "nvidia-l4", "gpu_count": 2, "max_workers": 2,
-        "quota_dimensions_infos": {
-            "regional": [{"dimensions": {}, "details": [{"value": "1"}]}],
-            "all_regions": [{"dimensions": {}, "details": [{"value": "0"}]}],
+    code, diagnostics = _plan_json(
+        workdir,
+        env,
+        tmp_path,
+        {
+            "region": "europe-west4",
+            "gpu_type": "nvidia-l4",
+            "gpu_count": 2,
+            "max_workers": 2,
+            "quota_dimensions_infos": {
+                "regional": [{"dimensions": {}, "details": [{"value": "1"}]}],
+                "all_regions": [{"dimensions": {}, "details": [{"value": "0"}]}],
+            },
         },
-    })
+    )
     assert code != 0
     (error,) = [d for d in diagnostics if d["severity"] == "error"]
     detail = " ".join(error["detail"].split())
@@ -89,11 +116,37 @@ def test_both_quotas_short_are_both_named(gpu_module, tmp_path):
     assert "Raise GPUS_ALL_REGIONS and NVIDIA_L4_GPUS to at least 4" in detail
 
 
+def test_tfvars_example_is_a_valid_gpu_plan(gpu_module, tmp_path):
+    workdir, env = gpu_module
+    example = load_hcl(INFRA / "terraform.tfvars.example")
+    # Root variable -> gpu_placement variable, as wired in infra/main.tf.
+    names = {
+        "region": "region",
+        "gpu_type": "gpu_type",
+        "gpu_count": "gpu_count",
+        "max_workers": "max_workers",
+        "worker_machine_type": "machine_type",
+        "worker_zone": "zone",
+    }
+    variables = {"region": load_module(INFRA)["variable"]["region"]["default"]}
+    variables.update({names[k]: v for k, v in example.items() if k in names})
+    assert variables.get("gpu_type"), "the example should show a GPU setup"
+    code, diagnostics = _plan_json(workdir, env, tmp_path, variables)
+    assert code == 0, diagnostics
+
+
 def test_wrong_machine_family_message_explains_the_family(gpu_module, tmp_path):
     workdir, env = gpu_module
-    code, diagnostics = _plan_json(workdir, env, tmp_path, {
-        "region": "us-central1", "gpu_type": "nvidia-l4", "machine_type": "n1-standard-8",
-    })
+    code, diagnostics = _plan_json(
+        workdir,
+        env,
+        tmp_path,
+        {
+            "region": "us-central1",
+            "gpu_type": "nvidia-l4",
+            "machine_type": "n1-standard-8",
+        },
+    )
     assert code != 0
     (error,) = [d for d in diagnostics if d["severity"] == "error"]
     assert "G2 machine types" in " ".join(error["detail"].split())
@@ -113,7 +166,7 @@ def harness(module_dir: Path, dest: Path, with_locals: bool = False) -> Path:
             for end in range(match.end() - 1, len(text)):
                 depth += {"{": 1, "}": -1}.get(text[end], 0)
                 if depth == 0:
-                    blocks.append(text[match.start():end + 1])
+                    blocks.append(text[match.start() : end + 1])
                     break
         (dest / "locals.tf").write_text("\n\n".join(blocks) + "\n")
     return dest
@@ -121,8 +174,15 @@ def harness(module_dir: Path, dest: Path, with_locals: bool = False) -> Path:
 
 def console(workdir: Path, env: dict[str, str], expression: str, *args: str) -> subprocess.CompletedProcess:
     # console reports invalid variables on stderr but still exits 0: callers read stderr.
-    return subprocess.run([TERRAFORM, "console", "-no-color", *args], input=f"jsonencode({expression})\n",
-                          cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [TERRAFORM, "console", "-no-color", *args],
+        input=f"jsonencode({expression})\n",
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def console_json(workdir: Path, env: dict[str, str], expression: str, *args: str):
@@ -134,12 +194,21 @@ def console_json(workdir: Path, env: dict[str, str], expression: str, *args: str
 # Realistic values for each google-backed module's required variables.
 REQUIRED_VARS = {
     "services": ["-var=project_id=demo-proj"],
-    "storage": ["-var=project_id=demo-proj", "-var=location=us-central1", "-var=name_prefix=demo-proj-mnistkit"],
+    "storage": [
+        "-var=project_id=demo-proj",
+        "-var=location=us-central1",
+        "-var=name_prefix=demo-proj-mnistkit",
+    ],
     "bigquery": ["-var=project_id=demo-proj", "-var=location=us-central1"],
-    "iam": ["-var=project_id=demo-proj", '-var=object_admin_buckets={data = "b"}',
-            '-var=object_viewer_buckets={models = "m"}', "-var=dataset_id=mnist",
-            "-var=artifact_registry_location=us-central1", "-var=artifact_registry_repository=mnistkit",
-            '-var=launcher_members=["user:you@example.com"]'],
+    "iam": [
+        "-var=project_id=demo-proj",
+        '-var=object_admin_buckets={data = "b"}',
+        '-var=object_viewer_buckets={models = "m"}',
+        "-var=dataset_id=mnist",
+        "-var=artifact_registry_location=us-central1",
+        "-var=artifact_registry_repository=mnistkit",
+        '-var=launcher_members=["user:you@example.com"]',
+    ],
     "artifact_registry": ["-var=project_id=demo-proj", "-var=location=us-central1"],
     "network": ["-var=project_id=demo-proj", "-var=region=us-central1"],
     "root": ["-var=project_id=demo-proj", f"-var-file={INFRA / 'terraform.tfvars.example'}"],
@@ -153,14 +222,17 @@ def test_defaults_and_realistic_values_pass_validation(module, tmp_path):
     assert console_json(workdir, terraform_env(tmp_path / "data"), "true", *REQUIRED_VARS[module]) is True
 
 
-@pytest.mark.parametrize(("module", "bad"), [
-    ("root", "-var=project_id=Demo_Proj"),
-    ("storage", "-var=name_prefix=UPPER"),
-    ("bigquery", "-var=dataset_id=has-dash"),
-    ("iam", '-var=launcher_members=["you@example.com"]'),
-    ("network", "-var=subnet_cidr=10.10.0.0"),
-    ("artifact_registry", "-var=repository_id=Repo"),
-])
+@pytest.mark.parametrize(
+    ("module", "bad"),
+    [
+        ("root", "-var=project_id=Demo_Proj"),
+        ("storage", "-var=name_prefix=UPPER"),
+        ("bigquery", "-var=dataset_id=has-dash"),
+        ("iam", '-var=launcher_members=["you@example.com"]'),
+        ("network", "-var=subnet_cidr=10.10.0.0"),
+        ("artifact_registry", "-var=repository_id=Repo"),
+    ],
+)
 def test_validation_rejects_bad_values(module, bad, tmp_path):
     workdir = harness(INFRA if module == "root" else MODULES / module, tmp_path / module)
     result = console(workdir, terraform_env(tmp_path / "data"), "true", *REQUIRED_VARS[module], bad)
@@ -169,14 +241,22 @@ def test_validation_rejects_bad_values(module, bad, tmp_path):
 
 def test_bigquery_schemas_match_the_pipeline_rows(tmp_path):
     workdir = harness(MODULES / "bigquery", tmp_path / "bigquery", with_locals=True)
-    tables = console_json(workdir, terraform_env(tmp_path / "data"), "local.tables", *REQUIRED_VARS["bigquery"])
+    tables = console_json(
+        workdir, terraform_env(tmp_path / "data"), "local.tables", *REQUIRED_VARS["bigquery"]
+    )
     assert {k: t["id"] for k, t in tables.items()} == {
-        "input": "images", "input_bytes": "images_bytes", "predictions": "predictions"}
+        "input": "images",
+        "input_bytes": "images_bytes",
+        "predictions": "predictions",
+    }
     columns = {k: [(c["name"], c["type"], c["mode"]) for c in t["schema"]] for k, t in tables.items()}
     assert columns["input"] == [("key", "INTEGER", "REQUIRED"), ("image", "STRING", "REQUIRED")]
     assert columns["input_bytes"] == [("key", "INTEGER", "REQUIRED"), ("image", "BYTES", "REQUIRED")]
     assert columns["predictions"][:3] == [
-        ("key", "INTEGER", "REQUIRED"), ("class", "INTEGER", "REQUIRED"), ("confidence", "FLOAT", "REQUIRED")]
+        ("key", "INTEGER", "REQUIRED"),
+        ("class", "INTEGER", "REQUIRED"),
+        ("confidence", "FLOAT", "REQUIRED"),
+    ]
     assert columns["predictions"][3:] == [(f"pred{d}", "FLOAT", "NULLABLE") for d in range(10)]
     assert all(c["description"] for t in tables.values() for c in t["schema"])
 
@@ -245,7 +325,8 @@ def test_provider_detection_follows_the_cli_config(tmp_path, monkeypatch):
     config = tmp_path / "terraformrc"
     config.write_text(
         "provider_installation {\n"
-        f'  filesystem_mirror {{\n    path = "{mirror}"\n    include = ["registry.terraform.io/hashicorp/*"]\n  }}\n'
+        f'  filesystem_mirror {{\n    path = "{mirror}"\n'
+        '    include = ["registry.terraform.io/hashicorp/*"]\n  }\n'
         '  direct {\n    exclude = ["registry.terraform.io/hashicorp/*"]\n  }\n}\n'
     )
     monkeypatch.setenv("TF_CLI_CONFIG_FILE", str(config))

@@ -40,14 +40,24 @@ def load_hcl(path: Path) -> dict:
         options = getattr(hcl2, "SerializationOptions", None)
         if options is None:
             return _unwrap(hcl2.load(fh))
-        return _unwrap(hcl2.load(fh, serialization_options=options(with_comments=False, strip_string_quotes=True)))
+        return _unwrap(
+            hcl2.load(fh, serialization_options=options(with_comments=False, strip_string_quotes=True))
+        )
 
 
 @functools.cache
 def load_module(directory: Path) -> dict:
     """Merge a module's .tf files into {"variable": {name: body}, "resource": {type: {name: body}}, ...}."""
-    merged: dict = {"variable": {}, "output": {}, "resource": {}, "data": {}, "module": {}, "locals": {},
-                    "terraform": [], "provider": {}}
+    merged: dict = {
+        "variable": {},
+        "output": {},
+        "resource": {},
+        "data": {},
+        "module": {},
+        "locals": {},
+        "terraform": [],
+        "provider": {},
+    }
     for path in sorted(directory.glob("*.tf")):
         for kind, blocks in load_hcl(path).items():
             for block in blocks:
@@ -74,8 +84,9 @@ def terraform_env(data_dir: Path) -> dict[str, str]:
 
 
 def run_terraform(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([TERRAFORM, *args, "-no-color"], cwd=cwd, env=env, text=True,
-                          capture_output=True, timeout=300)
+    return subprocess.run(
+        [TERRAFORM, *args, "-no-color"], cwd=cwd, env=env, text=True, capture_output=True, timeout=300
+    )
 
 
 def copy_module(source: Path, target: Path) -> Path:

@@ -1,10 +1,11 @@
 locals {
-  # Dataflow only needs temp/ and staging/ for the life of a job, so that bucket keeps
-  # object versions for a day; models and data are what users care to get back.
+  # Dataflow only needs temp/ and staging/ for the life of a job, so that bucket keeps old
+  # versions for a day and has no soft delete (Beam warns about soft delete on temp buckets:
+  # every temp file would be billed for another week). Models and data are worth keeping.
   buckets = {
-    models   = { noncurrent_days = var.noncurrent_retention_days, scratch_prefixes = [] }
-    data     = { noncurrent_days = var.noncurrent_retention_days, scratch_prefixes = [] }
-    dataflow = { noncurrent_days = 1, scratch_prefixes = ["tmp/", "staging/"] }
+    models   = { noncurrent_days = var.noncurrent_retention_days, soft_delete_seconds = 604800, scratch_prefixes = [] }
+    data     = { noncurrent_days = var.noncurrent_retention_days, soft_delete_seconds = 604800, scratch_prefixes = [] }
+    dataflow = { noncurrent_days = 1, soft_delete_seconds = 0, scratch_prefixes = ["tmp/", "staging/"] }
   }
 }
 
@@ -23,6 +24,10 @@ resource "google_storage_bucket" "this" {
 
   versioning {
     enabled = true
+  }
+
+  soft_delete_policy {
+    retention_duration_seconds = each.value.soft_delete_seconds
   }
 
   lifecycle_rule {
