@@ -66,26 +66,26 @@ def _plan_json(workdir: Path, env: dict[str, str], tmp_path: Path, variables: di
     return result.returncode, [m["diagnostic"] for m in messages if m.get("type") == "diagnostic"]
 
 
+def plan_error(gpu_module, tmp_path: Path, **variables) -> str:
+    """The one error a failing plan reports, whitespace-normalised (terraform wraps lines)."""
+    code, diagnostics = _plan_json(*gpu_module, tmp_path, variables)
+    errors = [d for d in diagnostics if d["severity"] == "error"]
+    assert code != 0 and len(errors) == 1, diagnostics
+    return " ".join(errors[0]["detail"].split())
+
+
 def test_quota_shortfall_names_the_quota_to_raise(gpu_module, tmp_path):
-    workdir, env = gpu_module
-    code, diagnostics = _plan_json(
-        workdir,
-        env,
+    detail = plan_error(
+        gpu_module,
         tmp_path,
-        {
-            "region": "us-central1",
-            "gpu_type": "nvidia-tesla-t4",
-            "max_workers": 8,
-            "quota_dimensions_infos": {
-                "regional": [{"dimensions": {"region": "us-central1"}, "details": [{"value": "4"}]}],
-                "all_regions": [{"dimensions": {}, "details": [{"value": "-1"}]}],
-            },
+        region="us-central1",
+        gpu_type="nvidia-tesla-t4",
+        max_workers=8,
+        quota_dimensions_infos={
+            "regional": [{"dimensions": {"region": "us-central1"}, "details": [{"value": "4"}]}],
+            "all_regions": [{"dimensions": {}, "details": [{"value": "-1"}]}],
         },
     )
-    assert code != 0
-    errors = [d for d in diagnostics if d["severity"] == "error"]
-    assert len(errors) == 1, diagnostics
-    detail = " ".join(errors[0]["detail"].split())
     assert "max_workers (8) x gpu_count (1) = 8 GPUs" in detail
     assert "NVIDIA_T4_GPUS (region us-central1) is 4" in detail
     assert "Raise NVIDIA_T4_GPUS to at least 8" in detail
@@ -93,31 +93,30 @@ def test_quota_shortfall_names_the_quota_to_raise(gpu_module, tmp_path):
 
 
 def test_both_quotas_short_are_both_named(gpu_module, tmp_path):
-    workdir, env = gpu_module
-    code, diagnostics = _plan_json(
-        workdir,
-        env,
+    detail = plan_error(
+        gpu_module,
         tmp_path,
-        {
-            "region": "europe-west4",
-            "gpu_type": "nvidia-l4",
-            "gpu_count": 2,
-            "max_workers": 2,
-            "quota_dimensions_infos": {
-                "regional": [{"dimensions": {}, "details": [{"value": "1"}]}],
-                "all_regions": [{"dimensions": {}, "details": [{"value": "0"}]}],
-            },
+        region="europe-west4",
+        gpu_type="nvidia-l4",
+        gpu_count=2,
+        max_workers=2,
+        quota_dimensions_infos={
+            "regional": [{"dimensions": {}, "details": [{"value": "1"}]}],
+            "all_regions": [{"dimensions": {}, "details": [{"value": "0"}]}],
         },
     )
-    assert code != 0
-    (error,) = [d for d in diagnostics if d["severity"] == "error"]
-    detail = " ".join(error["detail"].split())
     assert "GPUS_ALL_REGIONS (all regions) is 0; NVIDIA_L4_GPUS (region europe-west4) is 1" in detail
     assert "Raise GPUS_ALL_REGIONS and NVIDIA_L4_GPUS to at least 4" in detail
 
 
+def test_wrong_machine_family_message_explains_the_family(gpu_module, tmp_path):
+    detail = plan_error(
+        gpu_module, tmp_path, region="us-central1", gpu_type="nvidia-l4", machine_type="n1-standard-8"
+    )
+    assert "L4 GPUs come only with G2 machine types" in detail
+
+
 def test_tfvars_example_is_a_valid_gpu_plan(gpu_module, tmp_path):
-    workdir, env = gpu_module
     example = load_hcl(INFRA / "terraform.tfvars.example")
     # Root variable -> gpu_placement variable, as wired in infra/main.tf.
     names = {
@@ -131,25 +130,8 @@ def test_tfvars_example_is_a_valid_gpu_plan(gpu_module, tmp_path):
     variables = {"region": load_module(INFRA)["variable"]["region"]["default"]}
     variables.update({names[k]: v for k, v in example.items() if k in names})
     assert variables.get("gpu_type"), "the example should show a GPU setup"
-    code, diagnostics = _plan_json(workdir, env, tmp_path, variables)
+    code, diagnostics = _plan_json(*gpu_module, tmp_path, variables)
     assert code == 0, diagnostics
-
-
-def test_wrong_machine_family_message_explains_the_family(gpu_module, tmp_path):
-    workdir, env = gpu_module
-    code, diagnostics = _plan_json(
-        workdir,
-        env,
-        tmp_path,
-        {
-            "region": "us-central1",
-            "gpu_type": "nvidia-l4",
-            "machine_type": "n1-standard-8",
-        },
-    )
-    assert code != 0
-    (error,) = [d for d in diagnostics if d["severity"] == "error"]
-    assert "G2 machine types" in " ".join(error["detail"].split())
 
 
 def harness(module_dir: Path, dest: Path, with_locals: bool = False) -> Path:
