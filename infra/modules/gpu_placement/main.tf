@@ -6,12 +6,12 @@ locals {
   catalog = {
     "nvidia-tesla-t4" = {
       quota_metric = "NVIDIA_T4_GPUS"
-      counts       = [1, 2, 4]
       # T4s attach to any N1 shape; the default grows vCPUs with the GPUs to keep them fed.
-      bundled     = false
-      family      = "n1-"
-      family_hint = "T4 GPUs attach to N1 machine types (n1-standard-*, n1-highmem-*)"
-      machines    = { "n1-standard-4" = 1, "n1-standard-8" = 2, "n1-standard-16" = 4 }
+      bundled        = false
+      family         = "n1-"
+      family_hint    = "T4 GPUs attach to N1 machine types (n1-standard-*, n1-highmem-*)"
+      defaults       = { "1" = "n1-standard-4", "2" = "n1-standard-8", "4" = "n1-standard-16" }
+      extra_machines = {}
       zones = [
         "asia-east1-a", "asia-east1-c", "asia-east2-a", "asia-east2-c", "asia-northeast1-a",
         "asia-northeast1-c", "asia-northeast3-b", "asia-northeast3-c", "asia-south1-a", "asia-south1-b",
@@ -27,15 +27,12 @@ locals {
     }
     "nvidia-l4" = {
       quota_metric = "NVIDIA_L4_GPUS"
-      counts       = [1, 2, 4, 8]
       # G2 shapes come with a fixed number of L4s, so the machine type decides the count.
-      bundled     = true
-      family      = "g2-"
-      family_hint = "L4 GPUs come only with G2 machine types: g2-standard-4/8/12/16/32 (1 GPU), -24 (2), -48 (4), -96 (8)"
-      machines = {
-        "g2-standard-4"  = 1, "g2-standard-8" = 1, "g2-standard-12" = 1, "g2-standard-16" = 1,
-        "g2-standard-32" = 1, "g2-standard-24" = 2, "g2-standard-48" = 4, "g2-standard-96" = 8,
-      }
+      bundled        = true
+      family         = "g2-"
+      family_hint    = "L4 GPUs come only with G2 machine types: g2-standard-4/8/12/16/32 (1 GPU), -24 (2), -48 (4), -96 (8)"
+      defaults       = { "1" = "g2-standard-4", "2" = "g2-standard-24", "4" = "g2-standard-48", "8" = "g2-standard-96" }
+      extra_machines = { "g2-standard-8" = 1, "g2-standard-12" = 1, "g2-standard-16" = 1, "g2-standard-32" = 1 }
       zones = [
         "asia-east1-a", "asia-east1-c", "asia-northeast1-a", "asia-northeast1-c", "asia-northeast3-a",
         "asia-northeast3-b", "asia-south1-a", "asia-south1-b", "asia-south1-c", "asia-southeast1-a",
@@ -48,14 +45,14 @@ locals {
     }
     "nvidia-tesla-a100" = {
       quota_metric = "NVIDIA_A100_GPUS"
-      counts       = [1, 2, 4, 8, 16]
       bundled      = true
       family       = "a2-"
       family_hint  = "A100 40GB GPUs come only with A2 machine types: a2-highgpu-1g/2g/4g/8g, a2-megagpu-16g"
-      machines = {
-        "a2-highgpu-1g"  = 1, "a2-highgpu-2g" = 2, "a2-highgpu-4g" = 4, "a2-highgpu-8g" = 8,
-        "a2-megagpu-16g" = 16,
+      defaults = {
+        "1"  = "a2-highgpu-1g", "2" = "a2-highgpu-2g", "4" = "a2-highgpu-4g", "8" = "a2-highgpu-8g",
+        "16" = "a2-megagpu-16g",
       }
+      extra_machines = {}
       zones = [
         "asia-northeast1-a", "asia-northeast1-c", "asia-northeast3-a", "asia-northeast3-b",
         "asia-southeast1-b", "asia-southeast1-c", "europe-west4-a", "europe-west4-b", "me-west1-b",
@@ -64,14 +61,12 @@ locals {
       ]
     }
     "nvidia-a100-80gb" = {
-      quota_metric = "NVIDIA_A100_80GB_GPUS"
-      counts       = [1, 2, 4, 8]
-      bundled      = true
-      family       = "a2-"
-      family_hint  = "A100 80GB GPUs come only with A2 ultra machine types: a2-ultragpu-1g/2g/4g/8g"
-      machines = {
-        "a2-ultragpu-1g" = 1, "a2-ultragpu-2g" = 2, "a2-ultragpu-4g" = 4, "a2-ultragpu-8g" = 8,
-      }
+      quota_metric   = "NVIDIA_A100_80GB_GPUS"
+      bundled        = true
+      family         = "a2-"
+      family_hint    = "A100 80GB GPUs come only with A2 ultra machine types: a2-ultragpu-1g/2g/4g/8g"
+      defaults       = { "1" = "a2-ultragpu-1g", "2" = "a2-ultragpu-2g", "4" = "a2-ultragpu-4g", "8" = "a2-ultragpu-8g" }
+      extra_machines = {}
       zones = [
         "asia-southeast1-c", "europe-west4-a", "us-central1-a", "us-central1-c", "us-east4-c",
         "us-east5-b",
@@ -89,11 +84,15 @@ locals {
   gpu_regions  = distinct([for z in local.gpu_zones : regex("^(.*)-[a-z]$", z)[0]])
   region_zones = local.gpu == null ? null : [for z in local.gpu_zones : z if startswith(z, "${var.region}-")]
 
-  # Smallest shape of the family that carries gpu_count GPUs (maps iterate in key order).
-  default_machine = local.gpu == null ? null : try(
-    [for m, n in local.gpu.machines : m if n == var.gpu_count][0], null
+  # defaults maps a GPU count to the smallest shape carrying it, so its keys are the counts
+  # offered (numerically sorted for messages); for bundled families, every shape -> its count.
+  gpu_counts = local.gpu == null ? [] : [
+    for n in sort([for k in keys(local.gpu.defaults) : format("%03d", tonumber(k))]) : tonumber(n)
+  ]
+  bundled_machines = local.gpu == null ? {} : merge(
+    local.gpu.extra_machines, { for n, machine in local.gpu.defaults : machine => tonumber(n) }
   )
-  machine_type = local.enabled ? coalesce(var.machine_type, local.default_machine) : var.machine_type
+  machine_type = local.enabled ? coalesce(var.machine_type, lookup(local.gpu.defaults, tostring(var.gpu_count), null)) : var.machine_type
 
   worker_accelerator = local.enabled ? "worker_accelerator=type:${var.gpu_type};count:${var.gpu_count};install-nvidia-driver" : null
 

@@ -35,8 +35,8 @@ variable "gpu_count" {
   }
 
   validation {
-    condition     = try(contains(local.gpu.counts, var.gpu_count), true)
-    error_message = "${coalesce(var.gpu_type, "-")} workers take ${try(join(", ", local.gpu.counts), "-")} GPUs, not ${var.gpu_count}."
+    condition     = local.gpu == null || contains(local.gpu_counts, var.gpu_count)
+    error_message = "${coalesce(var.gpu_type, "-")} workers take ${join(", ", local.gpu_counts)} GPUs, not ${var.gpu_count}."
   }
 }
 
@@ -48,7 +48,7 @@ variable "machine_type" {
   validation {
     condition = var.machine_type == null || local.gpu == null || try(
       local.gpu.bundled
-      ? lookup(local.gpu.machines, var.machine_type, 0) == var.gpu_count
+      ? lookup(local.bundled_machines, var.machine_type, 0) == var.gpu_count
       : startswith(var.machine_type, local.gpu.family),
       true
     )

@@ -73,6 +73,33 @@ run "l4_count_picks_the_g2_shape" {
   }
 }
 
+run "one_l4_is_the_smallest_g2" {
+  command = plan
+
+  variables {
+    gpu_type = "nvidia-l4"
+  }
+
+  assert {
+    condition     = output.machine_type == "g2-standard-4"
+    error_message = "1 x L4 should default to g2-standard-4, got ${output.machine_type}"
+  }
+}
+
+run "l4_accepts_a_larger_single_gpu_shape" {
+  command = plan
+
+  variables {
+    gpu_type     = "nvidia-l4"
+    machine_type = "g2-standard-16"
+  }
+
+  assert {
+    condition     = output.machine_type == "g2-standard-16"
+    error_message = "g2-standard-16 carries one L4"
+  }
+}
+
 run "a100_sixteen_is_megagpu" {
   command = plan
 
