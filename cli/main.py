@@ -15,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # `mnistkit --help` fast (TensorFlow and Beam load only when a command runs).
 COMMAND_MODULES = [
     "cli.model_cmds",
+    "cli.predict_cmds",
 ]
 
 

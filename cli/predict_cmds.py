@@ -1,0 +1,241 @@
+"""`mnistkit predict` and `mnistkit convert`: thin Click layers over pipeline.batch and pipeline.formats."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.choices import FORMATS, INPUT_FORMATS, RUNNERS, RUNNING_MODES
+
+# Exit status when the run finished but rejected more rows than --max-error-rate allows.
+EXIT_TOO_MANY_ERRORS = 3
+_ENV = (
+    "Every option can also be set as MNISTKIT_<COMMAND>_<OPTION>, e.g. MNISTKIT_PREDICT_MODEL=models/mnist."
+)
+
+
+@click.command(context_settings={"show_default": True}, epilog=_ENV)
+@click.option(
+    "--model",
+    required=True,
+    metavar="URI",
+    show_envvar=True,
+    help="Exported model: an export dir (its newest numeric version is served) or one version dir; "
+    "a local path or gs://.",
+)
+@click.option(
+    "--input",
+    "input_uri",
+    required=True,
+    metavar="URI",
+    envvar="MNISTKIT_PREDICT_INPUT",
+    show_envvar=True,
+    help="Rows to score: a local path or gs://; globs (quote them) and .gz/.bz2 files work.",
+)
+@click.option(
+    "--output",
+    required=True,
+    metavar="PREFIX",
+    show_envvar=True,
+    help="Writes PREFIX-SSSSS-of-NNNNN.jsonl (predictions), PREFIX-errors-*.jsonl (rejected rows) "
+    "and PREFIX-summary.json; local or gs://.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default=None,
+    envvar="MNISTKIT_PREDICT_FORMAT",
+    show_envvar=True,
+    help="Input format. Default: from the extension (.txt/.csv text, .jsonl/.json, .tfrecord).",
+)
+@click.option(
+    "--runner", type=click.Choice(RUNNERS), default="direct", show_envvar=True, help="Where to run."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_envvar=True,
+    help="Local workers; 0 = one per CPU core.",
+)
+@click.option(
+    "--running-mode",
+    type=click.Choice(RUNNING_MODES),
+    default="multi_processing",
+    show_envvar=True,
+    help="Local workers as processes (fastest), threads of one process, or in this process (debugging).",
+)
+@click.option(
+    "--min-batch",
+    type=click.IntRange(min=1),
+    default=1,
+    show_envvar=True,
+    help="Smallest model call, in rows.",
+)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(min=1),
+    default=256,
+    show_envvar=True,
+    help="Largest model call, in rows; a few hundred is fastest on CPUs, GPUs like more.",
+)
+@click.option(
+    "--max-error-rate",
+    type=click.FloatRange(0, 1),
+    default=None,
+    show_envvar=True,
+    help=f"Exit with status {EXIT_TOO_MANY_ERRORS} when rejected/read rows exceed this fraction (e.g. 0.01).",
+)
+@click.option("--overwrite", is_flag=True, show_envvar=True, help="Replace the outputs of an earlier run.")
+def predict(
+    model: str,
+    input_uri: str,
+    output: str,
+    fmt: str | None,
+    runner: str,
+    workers: int,
+    running_mode: str,
+    min_batch: int,
+    max_batch: int,
+    max_error_rate: float | None,
+    overwrite: bool,
+) -> None:
+    """Score rows from files with an exported model (batch pipeline on Apache Beam).
+
+    Every input row ends up either in the predictions (key, class, confidence, pred0..pred9) or
+    in the dead letters (source file, reason, raw row); the summary reconciles the two.
+    """
+    from pipeline.batch import OutputExistsError, PredictConfig, run_predict
+    from pipeline.files import InputError
+    from pipeline.formats import FormatError
+    from pipeline.model import ModelError
+    from pipeline.options import RunnerConfig
+
+    if min_batch > max_batch:
+        raise click.BadParameter(
+            f"--min-batch {min_batch} exceeds --max-batch {max_batch}", param_hint="--min-batch"
+        )
+    config = PredictConfig(
+        model=model,
+        input=input_uri,
+        output=output,
+        format=fmt,
+        min_batch=min_batch,
+        max_batch=max_batch,
+        overwrite=overwrite,
+        runner=RunnerConfig(runner=runner, workers=workers, running_mode=running_mode),
+    )
+    try:
+        summary = run_predict(config)
+    except (InputError, FormatError, ModelError, OutputExistsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"Predicted {summary.rows_predicted:,} of {summary.rows_read:,} rows in {summary.wall_time_s:.1f} s "
+        f"({summary.rows_per_s:,.0f} rows/s); rejected {summary.rows_rejected:,}"
+        + (
+            ": " + ", ".join(f"{reason} {n:,}" for reason, n in summary.rejected.items())
+            if summary.rejected
+            else ""
+        )
+    )
+    click.echo(f"Predictions: {config.predictions_pattern}")
+    click.echo(f"Dead letters: {config.errors_pattern}")
+    click.echo(f"Summary: {config.summary_path}")
+    if not summary.reconciled:
+        raise click.ClickException("rows read != predicted + rejected; see the summary and report a bug")
+    if max_error_rate is not None and summary.error_rate > max_error_rate:
+        rate = f"{summary.error_rate:.2%} of the rows were rejected"
+        click.echo(f"Error: {rate}, above --max-error-rate {max_error_rate:.2%}.", err=True)
+        raise SystemExit(EXIT_TOO_MANY_ERRORS)
+
+
+@click.command(context_settings={"show_default": True}, epilog=_ENV)
+@click.option(
+    "--input",
+    "input_uri",
+    required=True,
+    metavar="URI",
+    envvar="MNISTKIT_CONVERT_INPUT",
+    show_envvar=True,
+    help="An IDX images file (e.g. t10k-images-idx3-ubyte.gz, local), or text/JSONL/TFRecord rows "
+    "(local or gs://, globs allowed).",
+)
+@click.option(
+    "--output",
+    required=True,
+    metavar="URI",
+    show_envvar=True,
+    help="File to write; its extension picks the format unless --format is given; .gz compresses.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), default=None, show_envvar=True, help="Output format."
+)
+@click.option(
+    "--input-format",
+    type=click.Choice(INPUT_FORMATS),
+    default=None,
+    show_envvar=True,
+    help="Input format; default: from the input's name.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, show_envvar=True, help="Convert the first N rows."
+)
+@click.option(
+    "--key-start",
+    type=int,
+    default=0,
+    show_envvar=True,
+    help="IDX inputs: key of the first image (rows are keyed by their index from there).",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_envvar=True,
+    help="IDX inputs: write the images N times with fresh keys, for load tests.",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1),
+    default=1,
+    show_envvar=True,
+    help="Split the output into N files (NAME-00000-of-0000N.EXT), so N workers can read a TFRecord input.",
+)
+def convert(
+    input_uri: str,
+    output: str,
+    fmt: str | None,
+    input_format: str | None,
+    limit: int | None,
+    key_start: int,
+    repeat: int,
+    shards: int,
+) -> None:
+    """Write MNIST rows as text (`key:v1,...,v784`), JSON lines or TFRecord.
+
+    From IDX files (the datasets' own format) or from any of the three formats. Text and JSON
+    values are pixel/255 written exactly; TFRecord stores the raw uint8 pixels.
+    """
+    from pipeline.files import InputError
+    from pipeline.formats import FormatError, convert, detect_format
+
+    try:
+        result = convert(
+            input_uri,
+            output,
+            fmt or detect_format(output),
+            input_format=input_format,
+            limit=limit,
+            key_start=key_start,
+            repeat=repeat,
+            shards=shards,
+        )
+    except (InputError, FormatError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Wrote {result.rows:,} rows to {', '.join(result.files)}")
+    if result.rejected:
+        skipped = ", ".join(f"{reason} {n:,}" for reason, n in sorted(result.rejected.items()))
+        click.echo(f"Skipped {sum(result.rejected.values()):,} malformed rows: {skipped}", err=True)
+
+
+COMMANDS = [predict, convert]

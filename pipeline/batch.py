@@ -1,0 +1,153 @@
+"""The batch prediction pipeline (files in, JSON lines out) and `run_predict`, which the CLI calls.
+
+    files ─ReadFiles─▶ RawBatch ─ParseRecords─▶ ParsedBatch ─Predict─▶ PredictionBatch ─▶ <output>-*
+          └──────────────── dead letters of every step ─────────────────────────────▶ <output>-errors-*
+
+Everything after the Reshuffle of file ranges fuses into one stage, so rows never leave the
+worker that read them; both sinks are Beam text sinks, which write temporary files and rename
+them only once the run has succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.accounting import Summary, query_counters
+from pipeline.choices import FORMATS
+from pipeline.files import match_files
+from pipeline.formats import FormatError, detect_format
+from pipeline.handler import SavedModelHandler
+from pipeline.model import validate_model
+from pipeline.options import RunnerConfig
+from pipeline.transforms import (
+    DEAD_LETTERS,
+    ParseRecords,
+    Predict,
+    ReadFiles,
+    dead_letter_to_json,
+    predictions_to_json,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+# Rows per RawBatch: parsing amortises its fixed costs (784 column conversions) over big
+# batches, while the model runs fastest on a few hundred rows per call (`max_batch`).
+READ_BATCH_ROWS = 2048
+# Ranges per worker: enough to even out workers that finish early, few enough to stay cheap.
+_SPLITS_PER_WORKER = 4
+
+
+class OutputExistsError(Exception):
+    """The outputs of an earlier run are in the way; the message names them."""
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Everything one batch prediction run needs; see `mnistkit predict --help`."""
+
+    model: str
+    input: str
+    output: str
+    format: str | None = None
+    min_batch: int = 1
+    max_batch: int = 256
+    read_batch: int = READ_BATCH_ROWS
+    overwrite: bool = False
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+
+    @property
+    def predictions_pattern(self) -> str:
+        return f"{self.output}-[0-9]*-of-[0-9]*.jsonl"
+
+    @property
+    def errors_pattern(self) -> str:
+        return f"{self.output}-errors-*.jsonl"
+
+    @property
+    def summary_path(self) -> str:
+        return f"{self.output}-summary.json"
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline, config: PredictConfig, fmt: str, handler: SavedModelHandler
+) -> None:
+    """Add the read → parse → predict → write steps of `config` to `pipeline`."""
+    desired_splits = _SPLITS_PER_WORKER * config.runner.worker_count
+    read = pipeline | "ReadFiles" >> ReadFiles(config.input, fmt, config.read_batch, desired_splits)
+    parsed = read.main | "ParseRecords" >> ParseRecords(fmt)
+    predicted = parsed.main | "Predict" >> Predict(handler)
+    _ = (
+        predicted.main
+        | "PredictionsToJson" >> beam.Map(predictions_to_json)
+        | "WritePredictions" >> beam.io.WriteToText(config.output, file_name_suffix=".jsonl")
+    )
+    _ = (
+        (read[DEAD_LETTERS], parsed[DEAD_LETTERS], predicted[DEAD_LETTERS])
+        | "AllDeadLetters" >> beam.Flatten()
+        | "DeadLettersToJson" >> beam.Map(dead_letter_to_json)
+        | "WriteDeadLetters" >> beam.io.WriteToText(f"{config.output}-errors", file_name_suffix=".jsonl")
+    )
+
+
+def run_predict(config: PredictConfig) -> Summary:
+    """Check the inputs, the model and the outputs, run the pipeline, write and return its Summary.
+
+    Raises InputError, FormatError, ModelError or OutputExistsError before anything runs.
+    """
+    started = time.monotonic()
+    fmt = config.format or detect_format(config.input)
+    if fmt not in FORMATS:
+        raise FormatError(
+            f"predict reads {', '.join(FORMATS)}; convert {fmt} inputs first (mnistkit convert)."
+        )
+    match_files(config.input)
+    model = validate_model(config.model)
+    _clear_outputs(config)
+    threads = config.runner.tf_intra_op_threads
+    handler = SavedModelHandler(
+        model.uri,
+        min_batch_size=config.min_batch,
+        max_batch_size=config.max_batch,
+        intra_op_threads=threads,
+        inter_op_threads=1 if threads else 0,
+    )
+    pipeline = beam.Pipeline(options=config.runner.pipeline_options())
+    build_pipeline(pipeline, config, fmt, handler)
+    result = pipeline.run()
+    result.wait_until_finish()
+    summary = Summary.from_counters(
+        query_counters(result),
+        input=config.input,
+        output=config.output,
+        model=model.uri,
+        format=fmt,
+        wall_time_s=time.monotonic() - started,
+        outputs={
+            "predictions": config.predictions_pattern,
+            "errors": config.errors_pattern,
+            "summary": config.summary_path,
+        },
+    )
+    if not summary.reconciled:
+        _LOGGER.error("Row counts do not reconcile: %s", summary.to_dict())
+    summary.write(config.summary_path)
+    return summary
+
+
+def _clear_outputs(config: PredictConfig) -> None:
+    patterns = [config.predictions_pattern, config.errors_pattern, config.summary_path]
+    existing = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+    if not existing:
+        return
+    if not config.overwrite:
+        shown = ", ".join(sorted(existing)[:3]) + (", ..." if len(existing) > 3 else "")
+        raise OutputExistsError(
+            f"Outputs of an earlier run exist ({shown}); pass --overwrite to replace them "
+            "or choose another --output."
+        )
+    FileSystems.delete(existing)

@@ -1,0 +1,248 @@
+"""The three input formats: detection from file names, writers, and `convert` between them (and from IDX).
+
+All writers take uint8 pixels, the datasets' native form, and write the same float32 values:
+text and JSON use the shortest decimal that reads back as exactly `pixel / 255` in float32, the
+value TFRecord inputs are scaled to, so one image gives one prediction in every format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from operator import itemgetter
+from pathlib import Path
+
+import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from model_export.model import NUM_PIXELS, to_model_input
+from pipeline.choices import FORMATS
+from pipeline.files import FileRange, frame_tfrecord, match_files, read_range
+from pipeline.parsing import PARSERS
+from pipeline.rows import DeadLetter
+
+_EXTENSIONS = {
+    ".txt": "text",
+    ".text": "text",
+    ".csv": "text",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".tfrecord": "tfrecord",
+    ".tfrecords": "tfrecord",
+    ".tfr": "tfrecord",
+}
+_CHUNK_ROWS = 4096
+
+
+class FormatError(ValueError):
+    """A file whose format cannot be told from its name, or a conversion that cannot be done."""
+
+
+def detect_format(uri: str) -> str:
+    """The format named by the extension of `uri` (a compression suffix such as .gz is skipped)."""
+    name = os.path.basename(uri.rstrip("/"))
+    if CompressionTypes.detect_compression_type(name) != CompressionTypes.UNCOMPRESSED:
+        name = os.path.splitext(name)[0]
+    if "idx" in name and "ubyte" in name:
+        return "idx"
+    fmt = _EXTENSIONS.get(os.path.splitext(name)[1].lower())
+    if fmt is None:
+        known = ", ".join(sorted(_EXTENSIONS))
+        raise FormatError(
+            f"Cannot tell the format of {uri} from its extension (known: {known}); "
+            f"pass --format ({'|'.join(FORMATS)})."
+        )
+    return fmt
+
+
+@cache
+def _pixel_text() -> tuple[bytes, ...]:
+    every_level = np.zeros((1, NUM_PIXELS), np.uint8)
+    every_level[0, :256] = np.arange(256)
+    values = to_model_input(every_level)[0, :256]
+    return tuple(np.format_float_positional(v, unique=True, trim="-").encode() for v in values)
+
+
+def _pixel_values(row: list[int]) -> bytes:
+    return b",".join(itemgetter(*row)(_pixel_text()))
+
+
+def encode_text(keys: np.ndarray, pixels: np.ndarray) -> bytes:
+    """Rows as `key:v1,...,v784` lines."""
+    lines = [
+        b"%d:%s" % (key, _pixel_values(row)) for key, row in zip(keys.tolist(), pixels.tolist(), strict=True)
+    ]
+    return b"\n".join(lines) + b"\n" if lines else b""
+
+
+def encode_jsonl(keys: np.ndarray, pixels: np.ndarray) -> bytes:
+    """Rows as `{"key": k, "image": [784 numbers]}` lines."""
+    lines = [
+        b'{"key": %d, "image": [%s]}' % (key, _pixel_values(row))
+        for key, row in zip(keys.tolist(), pixels.tolist(), strict=True)
+    ]
+    return b"\n".join(lines) + b"\n" if lines else b""
+
+
+def encode_tfrecord(keys: np.ndarray, pixels: np.ndarray) -> bytes:
+    """Rows as TFRecord frames of tf.train.Example with `key` int64 and `image` 784 raw bytes."""
+    import tensorflow as tf
+
+    frames = []
+    for key, row in zip(keys.tolist(), pixels, strict=True):
+        example = tf.train.Example(
+            features=tf.train.Features(
+                feature={
+                    "key": tf.train.Feature(int64_list=tf.train.Int64List(value=[key])),
+                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[row.tobytes()])),
+                }
+            )
+        )
+        frames.append(frame_tfrecord(example.SerializeToString()))
+    return b"".join(frames)
+
+
+ENCODERS: dict[str, Callable[[np.ndarray, np.ndarray], bytes]] = {
+    "text": encode_text,
+    "jsonl": encode_jsonl,
+    "tfrecord": encode_tfrecord,
+}
+
+
+def shard_paths(output: str, shards: int) -> list[str]:
+    """`out/test.tfrecord` → `out/test-00000-of-00004.tfrecord`, ... (the name itself when 1 shard)."""
+    if shards == 1:
+        return [output]
+    stem, dot, extension = output.rpartition("/")[2].partition(".")
+    head = output[: len(output) - len(stem + dot + extension)]
+    return [f"{head}{stem}-{i:05d}-of-{shards:05d}{dot}{extension}" for i in range(shards)]
+
+
+def write_rows(
+    output: str, fmt: str, chunks: Iterable[tuple[np.ndarray, np.ndarray]], shards: int = 1
+) -> list[str]:
+    """Write (keys, uint8 pixels [n, 784]) chunks as `fmt`, rows dealt round-robin over `shards` files.
+
+    Each file appears only once complete (written under a temporary name, then renamed);
+    a .gz name gets gzip compression.
+    """
+    encode = ENCODERS[fmt]
+    paths = shard_paths(output, shards)
+    temporary = [f"{path}.tmp-{uuid.uuid4().hex[:8]}" for path in paths]
+    files = [
+        FileSystems.create(tmp, compression_type=CompressionTypes.detect_compression_type(path))
+        for tmp, path in zip(temporary, paths, strict=True)
+    ]
+    try:
+        for keys, pixels in chunks:
+            pixels = pixels.reshape(len(pixels), NUM_PIXELS)
+            for shard, f in enumerate(files):
+                f.write(encode(keys[shard::shards], pixels[shard::shards]))
+    except BaseException:
+        for f in files:
+            f.close()
+        FileSystems.delete(temporary)
+        raise
+    for f in files:
+        f.close()
+    FileSystems.rename(temporary, paths)
+    return paths
+
+
+def idx_rows(
+    path: str, limit: int | None = None, key_start: int = 0, repeat: int = 1
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(keys, uint8 pixels) chunks of an IDX images file, keyed `key_start + index`.
+
+    `repeat` yields the images that many times with fresh consecutive keys (for load tests).
+    """
+    from model_export.datasets import read_idx
+
+    images = read_idx(Path(path))[:limit]
+    pixels = images.reshape(len(images), -1)
+    if pixels.shape[1] != NUM_PIXELS:
+        raise FormatError(f"{path} holds {pixels.shape[1]}-pixel images, expected {NUM_PIXELS}")
+    for round_ in range(repeat):
+        for start in range(0, len(pixels), _CHUNK_ROWS):
+            chunk = pixels[start : start + _CHUNK_ROWS]
+            first = key_start + round_ * len(pixels) + start
+            yield np.arange(first, first + len(chunk), dtype=np.int64), chunk
+
+
+def keyed_rows(
+    input_uri: str, fmt: str, rejected: Counter, limit: int | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(keys, uint8 pixels) chunks of a text, JSONL or TFRecord input, keys as in the input.
+
+    Rows the parsers reject are counted into `rejected` by reason and skipped. Pixel values are
+    rounded to the nearest 1/255, the TFRecord format's resolution.
+    """
+    remaining = limit
+    for path, _ in match_files(input_uri):
+        for item in read_range(FileRange(path), fmt, _CHUNK_ROWS):
+            if isinstance(item, DeadLetter):
+                rejected[item.reason] += 1
+                continue
+            batch, dead = PARSERS[fmt](item.records, item.source)
+            rejected.update(letter.reason for letter in dead)
+            keys, pixels = batch.keys, np.rint(batch.images * 255).astype(np.uint8)
+            if remaining is not None:
+                keys, pixels = keys[:remaining], pixels[:remaining]
+                remaining -= len(keys)
+            yield keys, pixels
+            if remaining == 0:
+                return
+
+
+@dataclass
+class ConvertResult:
+    rows: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    files: list[str] = field(default_factory=list)
+
+
+def convert(
+    input_uri: str,
+    output: str,
+    fmt: str,
+    input_format: str | None = None,
+    limit: int | None = None,
+    key_start: int = 0,
+    repeat: int = 1,
+    shards: int = 1,
+) -> ConvertResult:
+    """Convert an IDX images file or a text/JSONL/TFRecord input into `fmt` (see idx_rows, keyed_rows)."""
+    input_format = input_format or detect_format(input_uri)
+    if fmt not in FORMATS:
+        raise FormatError(f"Cannot write {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    result = ConvertResult()
+    if input_format == "idx":
+        rows = idx_rows(input_uri, limit, key_start, repeat)
+    elif repeat != 1 or key_start:
+        raise FormatError("--repeat and --key-start need an IDX input; other inputs keep their own keys.")
+    else:
+        rows = keyed_rows(input_uri, input_format, result.rejected, limit)
+
+    def counted() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for keys, pixels in rows:
+            result.rows += len(keys)
+            yield keys, pixels
+
+    result.files = write_rows(output, fmt, counted(), shards)
+    return result
+
+
+def read_json_lines(pattern: str) -> Iterator[dict]:
+    """Every JSON object in the files matching `pattern` (predictions or dead letters)."""
+    for path, _ in match_files(pattern):
+        with FileSystems.open(path) as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)

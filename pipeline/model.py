@@ -1,0 +1,192 @@
+"""Exported models: find the version to serve, copy it locally, load it and check its signature.
+
+Everything goes through Beam's FileSystems, never TensorFlow's own gs:// support: that one ignores
+storage emulators and may be missing from a TensorFlow build, while FileSystems works the same
+for local paths, gs:// and whatever filesystem a later runner brings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from model_export.model import NUM_CLASSES, NUM_PIXELS
+
+_LOGGER = logging.getLogger(__name__)
+
+SIGNATURE = "serving_default"
+# name → (dtype, shape); None is the batch dimension.
+EXPECTED_INPUTS = {"key": ("int64", [None]), "image": ("float32", [None, NUM_PIXELS])}
+EXPECTED_OUTPUTS = {
+    "key": ("int64", [None]),
+    "probabilities": ("float32", [None, NUM_CLASSES]),
+    "class": ("int64", [None]),
+}
+_SAVED_MODEL_FILE = "saved_model.pb"
+_METADATA_FILE = "model.json"
+
+
+class ModelError(Exception):
+    """A model URI that holds no usable export; the message says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A checked model: the version directory that will be served and its model.json (if any)."""
+
+    uri: str
+    version: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_model(uri: str) -> str:
+    """The version directory to serve for `uri`.
+
+    `uri` may be a version directory, its saved_model.pb (what WatchFilePattern reports), or an
+    export base directory, whose newest numeric version wins.
+    """
+    uri = uri.rstrip("/")
+    if os.path.basename(uri) == _SAVED_MODEL_FILE:
+        uri = os.path.dirname(uri)
+    if _exists(FileSystems.join(uri, _SAVED_MODEL_FILE)):
+        return uri
+    versions = []
+    for metadata in _match(FileSystems.join(uri, "*", _SAVED_MODEL_FILE)):
+        version_dir = os.path.dirname(metadata.path)
+        if os.path.basename(version_dir).isdigit():
+            versions.append((int(os.path.basename(version_dir)), version_dir))
+    if not versions:
+        raise ModelError(
+            f"No exported model at {uri}: expected {uri}/{_SAVED_MODEL_FILE} (a version directory) or "
+            f"{uri}/<version>/{_SAVED_MODEL_FILE} (an export directory). Create one with `mnistkit export`."
+        )
+    return max(versions)[1]
+
+
+def _exists(path: str) -> bool:
+    try:
+        return FileSystems.exists(path)
+    except Exception as exc:  # Beam raises BeamIOError or ValueError (unknown scheme) here
+        raise ModelError(f"Cannot read {path}: {exc}") from exc
+
+
+def _match(pattern: str) -> list:
+    try:
+        return FileSystems.match([pattern])[0].metadata_list
+    except Exception as exc:  # as in _exists
+        raise ModelError(f"Cannot list {pattern}: {exc}") from exc
+
+
+def local_copy(version_uri: str) -> str:
+    """A local directory holding the model at `version_uri` (the directory itself when local).
+
+    Remote versions are copied once per machine into the temp dir and reused: an exported version
+    never changes. Concurrent workers copy into private dirs and rename, so none sees a half copy.
+    """
+    if FileSystems.get_filesystem(version_uri).scheme() == "file":
+        return version_uri
+    cache_root = os.path.join(tempfile.gettempdir(), "mnistkit-models")
+    target = os.path.join(cache_root, hashlib.sha256(version_uri.encode()).hexdigest()[:24])
+    if os.path.isdir(target):
+        return target
+    os.makedirs(cache_root, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=cache_root, prefix=".copy-")
+    try:
+        for metadata in _match(FileSystems.join(version_uri, "**")):
+            relative = metadata.path[len(version_uri) :].lstrip("/")
+            destination = os.path.join(staging, relative)
+            os.makedirs(os.path.dirname(destination), exist_ok=True)
+            # UNCOMPRESSED: a file that merely ends in .gz must be copied byte for byte.
+            with FileSystems.open(metadata.path, compression_type=CompressionTypes.UNCOMPRESSED) as src:
+                with open(destination, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 4 << 20)
+        os.rename(staging, target)
+    except OSError:
+        if not os.path.isdir(target):
+            raise
+        # Another worker finished the same copy first; theirs is as good as ours.
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _LOGGER.info("Copied model %s to %s", version_uri, target)
+    return target
+
+
+class ServingModel:
+    """A loaded SavedModel's serving function: (keys, images) → (probabilities, classes)."""
+
+    def __init__(self, path: str) -> None:
+        import tensorflow as tf
+
+        # Keep the loaded object alive: the signature function only holds weak references to the
+        # variables it reads.
+        self._loaded = tf.saved_model.load(path)
+        signatures = self._loaded.signatures
+        if SIGNATURE not in signatures:
+            found = ", ".join(signatures) or "none"
+            raise ModelError(f"Model {path} has no `{SIGNATURE}` signature (found: {found}).")
+        self._function = signatures[SIGNATURE]
+        self._tf = tf
+
+    def signature_problems(self) -> list[str]:
+        """How the serving signature departs from the contract; empty when it matches."""
+        _, inputs = self._function.structured_input_signature
+        problems = _spec_problems("input", inputs, EXPECTED_INPUTS)
+        return problems + _spec_problems("output", self._function.structured_outputs, EXPECTED_OUTPUTS)
+
+    def __call__(self, keys: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tf = self._tf
+        outputs = self._function(key=tf.constant(keys), image=tf.constant(images))
+        return outputs["probabilities"].numpy(), outputs["class"].numpy()
+
+
+def _spec_problems(kind: str, specs: dict, expected: dict[str, tuple[str, list]]) -> list[str]:
+    problems = []
+    for name, (dtype, shape) in expected.items():
+        spec = specs.get(name)
+        if spec is None:
+            problems.append(f"{kind} `{name}` is missing")
+        elif spec.dtype.name != dtype or spec.shape.as_list() != shape:
+            problems.append(
+                f"{kind} `{name}` is {spec.dtype.name} {spec.shape.as_list()}, expected {dtype} {shape}"
+            )
+    return problems
+
+
+def validate_model(uri: str) -> ModelInfo:
+    """Resolve, load and check the model at `uri`, or raise one ModelError that says what is wrong."""
+    version_uri = resolve_model(uri)
+    try:
+        model = ServingModel(local_copy(version_uri))
+    except ModelError:
+        raise
+    except Exception as exc:  # TensorFlow raises a zoo of types for unreadable SavedModels
+        raise ModelError(f"Cannot load the SavedModel at {version_uri}: {exc}") from exc
+    problems = model.signature_problems()
+    if problems:
+        raise ModelError(
+            f"Model {version_uri} does not match the serving contract: {'; '.join(problems)}. "
+            "Re-export it with `mnistkit export`."
+        )
+    return ModelInfo(version_uri, os.path.basename(version_uri), _metadata(version_uri))
+
+
+def _metadata(version_uri: str) -> dict[str, Any]:
+    path = FileSystems.join(version_uri, _METADATA_FILE)
+    if not _exists(path):
+        return {}
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        try:
+            return json.load(f)
+        except ValueError:
+            _LOGGER.warning("Ignoring unreadable %s", path)
+            return {}

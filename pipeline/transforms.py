@@ -1,0 +1,121 @@
+"""The composable steps of every prediction pipeline: read → parse → infer → format → write.
+
+Batch (files), BigQuery and streaming pipelines differ only in their source and sinks; they all
+feed RawBatches (or ParsedBatches) into these transforms and count rows through accounting.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import RunInference
+
+from pipeline import accounting
+from pipeline.files import FileRange, plan_ranges, read_range
+from pipeline.handler import SavedModelHandler
+from pipeline.parsing import parse
+from pipeline.rows import DeadLetter, ParsedBatch, PredictionBatch, RawBatch
+
+DEAD_LETTERS = "dead_letters"
+
+
+class _ReadRangeFn(beam.DoFn):
+    def __init__(self, fmt: str, batch_rows: int) -> None:
+        self._fmt = fmt
+        self._batch_rows = batch_rows
+
+    def process(self, file_range: FileRange) -> Iterator[RawBatch | beam.pvalue.TaggedOutput]:
+        for item in read_range(file_range, self._fmt, self._batch_rows):
+            if isinstance(item, DeadLetter):
+                accounting.count_read(1)
+                yield beam.pvalue.TaggedOutput(DEAD_LETTERS, item)
+            else:
+                accounting.count_read(len(item))
+                yield item
+
+
+class ReadFiles(beam.PTransform):
+    """Files matching a pattern → RawBatches of at most `batch_rows` records (+ dead letters).
+
+    The pattern is expanded and cut into ranges when the pipeline runs; only the ranges cross the
+    Reshuffle that spreads them over the workers.
+    """
+
+    def __init__(self, pattern: str, fmt: str, batch_rows: int, desired_splits: int) -> None:
+        super().__init__()
+        self._pattern = pattern
+        self._fmt = fmt
+        self._batch_rows = batch_rows
+        self._desired_splits = desired_splits
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
+        return (
+            pbegin
+            | "Pattern" >> beam.Create([self._pattern])
+            | "Plan" >> beam.FlatMap(plan_ranges, self._fmt, self._desired_splits)
+            | "Spread" >> beam.Reshuffle()
+            | "Read"
+            >> beam.ParDo(_ReadRangeFn(self._fmt, self._batch_rows)).with_outputs(DEAD_LETTERS, main="main")
+        )
+
+
+class _ParseFn(beam.DoFn):
+    def __init__(self, fmt: str) -> None:
+        self._fmt = fmt
+
+    def process(self, raw: RawBatch) -> Iterator[ParsedBatch | beam.pvalue.TaggedOutput]:
+        batch, dead = parse(raw, self._fmt)
+        if len(batch):
+            yield batch
+        for letter in dead:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, letter)
+
+
+class ParseRecords(beam.PTransform):
+    """RawBatches → ParsedBatches (main output) and DeadLetters (`DEAD_LETTERS` output)."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__()
+        self._fmt = fmt
+
+    def expand(self, raw: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return raw | "Parse" >> beam.ParDo(_ParseFn(self._fmt)).with_outputs(DEAD_LETTERS, main="main")
+
+
+def _split_failures(result: PredictionBatch) -> Iterator[PredictionBatch | beam.pvalue.TaggedOutput]:
+    if len(result):
+        yield result
+    for letter in result.failures:
+        yield beam.pvalue.TaggedOutput(DEAD_LETTERS, letter)
+
+
+class Predict(beam.PTransform):
+    """ParsedBatches → PredictionBatches (main) and DeadLetters of rows the model failed on.
+
+    `model_metadata` (a singleton PCollection of ModelMetadata, e.g. from WatchFilePattern) swaps
+    the model while the pipeline runs.
+    """
+
+    def __init__(self, handler: SavedModelHandler, model_metadata: beam.PCollection | None = None) -> None:
+        super().__init__()
+        self._handler = handler
+        self._model_metadata = model_metadata
+
+    def expand(self, parsed: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return (
+            parsed
+            | "RunInference" >> RunInference(self._handler, model_metadata_pcoll=self._model_metadata)
+            | "SplitFailures" >> beam.FlatMap(_split_failures).with_outputs(DEAD_LETTERS, main="main")
+        )
+
+
+def predictions_to_json(result: PredictionBatch) -> str:
+    """A PredictionBatch as one multi-line element: a text sink then writes all its rows at once."""
+    accounting.count_predicted(len(result))
+    return result.to_json_lines()
+
+
+def dead_letter_to_json(letter: DeadLetter) -> str:
+    accounting.count_rejected(letter.reason)
+    return letter.to_json()
