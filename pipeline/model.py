@@ -20,20 +20,11 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from model_export.model import NUM_CLASSES, NUM_PIXELS
+from model_export.export import MODEL_JSON, SIGNATURE_INPUTS, SIGNATURE_NAME, SIGNATURE_OUTPUTS
 
 _LOGGER = logging.getLogger(__name__)
 
-SIGNATURE = "serving_default"
-# name → (dtype, shape); None is the batch dimension.
-EXPECTED_INPUTS = {"key": ("int64", [None]), "image": ("float32", [None, NUM_PIXELS])}
-EXPECTED_OUTPUTS = {
-    "key": ("int64", [None]),
-    "probabilities": ("float32", [None, NUM_CLASSES]),
-    "class": ("int64", [None]),
-}
 _SAVED_MODEL_FILE = "saved_model.pb"
-_METADATA_FILE = "model.json"
 
 
 class ModelError(Exception):
@@ -131,17 +122,17 @@ class ServingModel:
         # variables it reads.
         self._loaded = tf.saved_model.load(path)
         signatures = self._loaded.signatures
-        if SIGNATURE not in signatures:
+        if SIGNATURE_NAME not in signatures:
             found = ", ".join(signatures) or "none"
-            raise ModelError(f"Model {path} has no `{SIGNATURE}` signature (found: {found}).")
-        self._function = signatures[SIGNATURE]
+            raise ModelError(f"Model {path} has no `{SIGNATURE_NAME}` signature (found: {found}).")
+        self._function = signatures[SIGNATURE_NAME]
         self._tf = tf
 
     def signature_problems(self) -> list[str]:
         """How the serving signature departs from the contract; empty when it matches."""
         _, inputs = self._function.structured_input_signature
-        problems = _spec_problems("input", inputs, EXPECTED_INPUTS)
-        return problems + _spec_problems("output", self._function.structured_outputs, EXPECTED_OUTPUTS)
+        problems = _spec_problems("input", inputs, SIGNATURE_INPUTS)
+        return problems + _spec_problems("output", self._function.structured_outputs, SIGNATURE_OUTPUTS)
 
     def __call__(self, keys: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tf = self._tf
@@ -181,7 +172,7 @@ def validate_model(uri: str) -> ModelInfo:
 
 
 def _metadata(version_uri: str) -> dict[str, Any]:
-    path = FileSystems.join(version_uri, _METADATA_FILE)
+    path = FileSystems.join(version_uri, MODEL_JSON)
     if not _exists(path):
         return {}
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
