@@ -24,8 +24,20 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install the kit with its test extras (idempotent)
 
+# The demo uses ../shared's MNIST sample when it is there (CI, offline machines); elsewhere the
+# kit downloads MNIST once into ~/.cache/mnistkit.
+DEMO_DATA ?= $(firstword $(wildcard $(SHARED)/datasets/mnist-sample))
+DEMO_EPOCHS ?= 5
+DEMO := $(WORK)/demo
+demo_data_flag = $(if $(DEMO_DATA),--data-dir $(DEMO_DATA))
+
 demo: $(STAMP) ## Train a small model, export it, predict a test set locally, report accuracy
-	$(PY) -m cli.demo --work-dir $(WORK)/demo --shared $(SHARED)
+	rm -rf $(DEMO)
+	$(MNISTKIT) train $(demo_data_flag) --epochs $(DEMO_EPOCHS) --output-dir $(DEMO)/train --export-dir $(DEMO)/models
+	$(MNISTKIT) convert $(demo_data_flag) --dataset mnist --split test --output $(DEMO)/data/test.txt.gz
+	$(MNISTKIT) predict --model $(DEMO)/models --input $(DEMO)/data/test.txt.gz --output $(DEMO)/predictions/test
+	$(MNISTKIT) evaluate --predictions '$(DEMO)/predictions/test-[0-9]*.jsonl' $(demo_data_flag) --output-dir $(DEMO)/report
+	@echo "Demo outputs in $(DEMO)/: train/ models/ data/ predictions/ report/"
 
 test: $(STAMP) tools ## Run the whole offline test suite (emulators, terraform, checkov included)
 	MNISTKIT_SHARED=$(SHARED) $(PY) -m pytest

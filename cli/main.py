@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 COMMAND_MODULES = [
     "cli.model_cmds",
     "cli.predict_cmds",
+    "cli.cloud_cmds",
 ]
 
 

@@ -51,7 +51,13 @@ def _export(model, export_dir: Path, metadata: dict) -> Path:
 @data_dir_option
 @click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="Passes over the train split.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--learning-rate", type=float, default=1e-3, show_default=True, help="Adam's learning rate.")
+@click.option(
+    "--learning-rate",
+    type=float,
+    default=2e-3,
+    show_default=True,
+    help="Adam's initial learning rate; it decays along a cosine to 0 by the last epoch.",
+)
 @click.option("--seed", type=int, default=42, show_default=True, help="Seeds Python, NumPy and TF for repeatable runs.")
 @click.option(
     "--max-train-samples",
@@ -108,8 +114,12 @@ def train(dataset, data_dir, epochs, batch_size, learning_rate, seed, max_train_
     "--model",
     "model_path",
     type=click.Path(exists=True, path_type=Path),
-    required=True,
     help="A trained model.keras, or an export dir (its newest version is used).",
+)
+@click.option(
+    "--predictions",
+    help="Instead of a model: score `mnistkit predict` output files (a glob, e.g. 'out/test-*.jsonl') "
+    "made from the test split by `mnistkit convert`, whose keys are row indices.",
 )
 @dataset_option
 @data_dir_option
@@ -121,11 +131,20 @@ def train(dataset, data_dir, epochs, batch_size, learning_rate, seed, max_train_
     help="Where evaluation.json and confusion_matrix.png go.",
 )
 @_fail_cleanly
-def evaluate(model_path, dataset, data_dir, output_dir):
+def evaluate(model_path, predictions, dataset, data_dir, output_dir):
     """Accuracy, per-class precision/recall and a confusion matrix on the test split."""
-    from model_export.evaluate import evaluate_model
+    from model_export.evaluate import evaluate_model, evaluate_predictions
 
-    evaluation = evaluate_model(model_path, dataset, str(data_dir) if data_dir else None, output_dir)
+    if (model_path is None) == (predictions is None):
+        raise click.UsageError("Give exactly one of --model or --predictions.")
+    data_dir = str(data_dir) if data_dir else None
+    try:
+        if predictions:
+            evaluation = evaluate_predictions(predictions, dataset, data_dir, output_dir)
+        else:
+            evaluation = evaluate_model(model_path, dataset, data_dir, output_dir)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"Accuracy {evaluation.accuracy:.4f} on {int(evaluation.confusion.sum())} test images")
     click.echo(f"{'class':<14}{'precision':>10}{'recall':>10}")
     for name, p, r in zip(evaluation.class_names, evaluation.precision, evaluation.recall, strict=True):

@@ -74,6 +74,42 @@ def predict_classes(model_path: str | os.PathLike, images_uint8: np.ndarray) -> 
     return np.concatenate(classes)
 
 
+def classes_from_predictions(pattern: str, count: int) -> np.ndarray:
+    """Predicted classes indexed by key from `mnistkit predict` JSON-lines output files.
+
+    Keys are the row's index in the dataset split (as `mnistkit convert` writes them from IDX), so
+    a missing or repeated key is an error, not something to average over.
+    """
+    import glob
+
+    predicted = np.full(count, -1, dtype=np.int64)
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no prediction file matches {pattern}")
+    for path in files:
+        with open(path) as f:
+            for line in f:
+                row = json.loads(line)
+                key = row["key"]
+                if not 0 <= key < count or predicted[key] != -1:
+                    raise ValueError(f"{path}: key {key} is outside 0..{count - 1} or appears twice")
+                predicted[key] = row["class"]
+    missing = np.flatnonzero(predicted == -1)
+    if missing.size:
+        raise ValueError(f"{missing.size} of {count} keys have no prediction (first: {missing[0]})")
+    return predicted
+
+
+def evaluate_predictions(
+    pattern: str, dataset: str = "mnist", data_dir: str | None = None, output_dir: str | os.PathLike | None = None
+) -> Evaluation:
+    """Score prediction files against the test split's labels (keys = row indices)."""
+    _, labels = load_dataset(dataset, "test", data_dir)
+    evaluation = score(labels, classes_from_predictions(pattern, len(labels)), dataset_spec(dataset).class_names)
+    _write_report(evaluation, output_dir)
+    return evaluation
+
+
 def evaluate_model(
     model_path: str | os.PathLike,
     dataset: str = "mnist",
@@ -83,12 +119,17 @@ def evaluate_model(
     """Evaluate on the dataset's test split; with output_dir, also write evaluation.json and the PNG."""
     images, labels = load_dataset(dataset, "test", data_dir)
     evaluation = score(labels, predict_classes(model_path, images), dataset_spec(dataset).class_names)
-    if output_dir is not None:
-        output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / EVALUATION_JSON).write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n")
-        plot_confusion(evaluation, output_dir / CONFUSION_PNG)
+    _write_report(evaluation, output_dir)
     return evaluation
+
+
+def _write_report(evaluation: Evaluation, output_dir: str | os.PathLike | None) -> None:
+    if output_dir is None:
+        return
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / EVALUATION_JSON).write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n")
+    plot_confusion(evaluation, output_dir / CONFUSION_PNG)
 
 
 def plot_confusion(evaluation: Evaluation, path: os.PathLike) -> None:

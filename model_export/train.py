@@ -26,7 +26,7 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 128
     seed: int = 42
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     # Caps the training set for quick demos and tests; None trains on all of it.
     max_train_samples: int | None = None
     verbose: int | str = "auto"
@@ -79,7 +79,8 @@ def train(config: TrainConfig) -> TrainResult:
     x_train, x_test = to_model_input(train_images), to_model_input(test_images)
 
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config.learning_rate)
+    steps_per_epoch = -(-len(x_train) // config.batch_size)
+    model = build_model(config.learning_rate, decay_steps=config.epochs * steps_per_epoch)
     timer = _EpochTimer.create()
     tensorboard_dir = output_dir / TENSORBOARD_DIR
     started = time.perf_counter()

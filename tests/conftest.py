@@ -57,5 +57,7 @@ def exported_model(tmp_path_factory, trained_model) -> Path:
     from model_export.export import export_saved_model
 
     export_dir = tmp_path_factory.mktemp("models")
-    export_saved_model(trained_model.model, export_dir, {"dataset": "mnist", "test_accuracy": trained_model.test_accuracy})
+    export_saved_model(
+        trained_model.model, export_dir, {"dataset": "mnist", "test_accuracy": trained_model.test_accuracy}
+    )
     return export_dir
