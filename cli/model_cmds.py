@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -98,6 +99,8 @@ def train(dataset, data_dir, epochs, batch_size, learning_rate, seed, max_train_
             seed=seed,
             learning_rate=learning_rate,
             max_train_samples=max_train_samples,
+            # A live progress bar on terminals; one line per epoch in logs and CI.
+            verbose="auto" if sys.stdout.isatty() else 2,
         )
     )
     timings = result.metrics["timings"]
