@@ -64,6 +64,7 @@ module "iam" {
   artifact_registry_location   = module.artifact_registry.location
   artifact_registry_repository = module.artifact_registry.repository_id
   launcher_members             = var.launcher_members
+  bigquery_direct_read         = var.bigquery_direct_read
 
   depends_on = [module.services]
 }

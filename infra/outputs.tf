@@ -51,6 +51,11 @@ output "predictions_table" {
   value       = module.bigquery.tables.predictions
 }
 
+output "bigquery_read_method" {
+  description = "ReadFromBigQuery method the worker SA is provisioned for: DIRECT_READ (Storage Read API) or EXPORT (bigquery_direct_read = false)."
+  value       = var.bigquery_direct_read ? "DIRECT_READ" : "EXPORT"
+}
+
 output "worker_service_account" {
   description = "Email of the worker service account (--service_account_email)."
   value       = module.iam.worker_service_account

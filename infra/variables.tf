@@ -56,6 +56,12 @@ variable "launcher_members" {
   description = "Principals that run jobs with the kit, e.g. [\"user:you@example.com\"] (see infra/README.md for what they get)."
 }
 
+variable "bigquery_direct_read" {
+  type        = bool
+  default     = true
+  description = "Let the pipeline read BigQuery with the Storage Read API (DIRECT_READ): grants the worker SA roles/bigquery.readSessionUser on the project. false: no such grant, and reads use EXPORT (bigquery_read_method output)."
+}
+
 variable "network_name" {
   type        = string
   default     = "mnistkit"

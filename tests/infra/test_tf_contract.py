@@ -3,11 +3,23 @@ described variables, bucket hardening, least-privilege IAM, and docs that match 
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from tfhelpers import INFRA, MODULE_NAMES, MODULES, load_hcl, load_module
+from tfhelpers import (
+    INFRA,
+    MODULE_NAMES,
+    MODULES,
+    TERRAFORM,
+    load_hcl,
+    load_module,
+    requires_terraform,
+    terraform_env,
+)
 
 # What the CLI's config loader reads from `terraform -chdir=infra output -json`.
 CLI_OUTPUTS = {
@@ -137,14 +149,91 @@ def test_no_primitive_roles_anywhere():
         assert not offending, f"{path}: {offending}"
 
 
-def test_worker_project_roles_are_exactly_dataflow_worker_and_bq_job_user(modules):
+WORKER_BASE_ROLES = {"roles/dataflow.worker", "roles/bigquery.jobUser"}
+READ_SESSION_USER = "roles/bigquery.readSessionUser"
+
+
+def _project_roles_block() -> str:
+    """The iam module's `locals` block that defines project_roles (it depends on variables only)."""
+    text = (MODULES / "iam" / "main.tf").read_text()
+    for match in re.finditer(r"^locals \{$", text, re.M):
+        depth = 0
+        for end in range(match.end() - 1, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            if depth == 0:
+                block = text[match.start() : end + 1]
+                break
+        if re.search(r"^\s*project_roles\s*=", block, re.M):
+            return block
+    raise AssertionError("modules/iam/main.tf has no locals block defining project_roles")
+
+
+def test_worker_project_roles_are_exactly_base_plus_read_session_user_by_flag(root, modules):
     iam = modules["iam"]
-    assert sorted(iam["locals"]["project_roles"]["worker"]) == [
-        "roles/bigquery.jobUser",
-        "roles/dataflow.worker",
+    flag = iam["variable"]["bigquery_direct_read"]
+    assert "bool" in str(flag["type"]) and flag["default"] is True
+    assert root["variable"]["bigquery_direct_read"]["default"] is True
+    assert root["module"]["iam"]["bigquery_direct_read"] == "${var.bigquery_direct_read}"
+    worker = iam["locals"]["project_roles"]["worker"]
+    assert roles_in(worker) == WORKER_BASE_ROLES | {READ_SESSION_USER}, worker
+    # readSessionUser comes only through the flag, and only for the worker.
+    expression = " ".join(strings(worker))
+    assert f'var.bigquery_direct_read ? ["{READ_SESSION_USER}"] : []' in expression, expression
+    granted_elsewhere = [
+        name
+        for name, mod in modules.items()
+        for kind in ("resource", "locals", "module")
+        if READ_SESSION_USER in roles_in({k: v for k, v in mod[kind].items() if k != "project_roles"})
     ]
-    project_level = [r for roles in iam["locals"]["project_roles"].values() for r in roles]
+    assert not granted_elsewhere and READ_SESSION_USER not in roles_in(iam["locals"]["project_roles"]["launcher"])
+    project_level = roles_in(iam["locals"]["project_roles"])
     assert not [r for r in project_level if "admin" in r.lower() or r.startswith("roles/iam.")], project_level
+    assert not [r for r in project_level if PRIMITIVE_ROLE.search(r)], project_level
+    reads = root["output"]["bigquery_read_method"]["value"]
+    assert reads == '${var.bigquery_direct_read ? "DIRECT_READ" : "EXPORT"}', reads
+
+
+@requires_terraform
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        (None, WORKER_BASE_ROLES | {READ_SESSION_USER}),
+        (True, WORKER_BASE_ROLES | {READ_SESSION_USER}),
+        (False, WORKER_BASE_ROLES),
+    ],
+)
+def test_worker_project_roles_evaluate_per_flag(flag, expected, tmp_path):
+    """Evaluated by terraform itself: exactly the base roles, plus readSessionUser only when on."""
+    workdir = tmp_path / "iam"
+    workdir.mkdir()
+    shutil.copy(MODULES / "iam" / "variables.tf", workdir)
+    (workdir / "locals.tf").write_text(_project_roles_block() + "\n")
+    args = [
+        "-var=project_id=demo-proj",
+        "-var=object_admin_buckets={}",
+        "-var=object_viewer_buckets={}",
+        "-var=dataset_id=mnist",
+        "-var=artifact_registry_location=us-central1",
+        "-var=artifact_registry_repository=mnistkit",
+    ]
+    if flag is not None:
+        args.append(f"-var=bigquery_direct_read={str(flag).lower()}")
+    result = subprocess.run(
+        [TERRAFORM, "console", "-no-color", *args],
+        input="jsonencode(local.project_roles)\n",
+        cwd=workdir,
+        env=terraform_env(tmp_path / "data"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and "Error:" not in result.stderr, result.stdout + result.stderr
+    roles = json.loads(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert len(roles["worker"]) == len(set(roles["worker"]))
+    assert set(roles["worker"]) == expected
+    assert set(roles["launcher"]) == {"roles/dataflow.developer", "roles/bigquery.jobUser"}
+    everything = {r for rs in roles.values() for r in rs}
+    assert not [r for r in everything if PRIMITIVE_ROLE.search(r) or "admin" in r.lower()], everything
 
 
 def test_act_as_is_granted_on_the_worker_account_only(modules):

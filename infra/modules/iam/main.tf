@@ -5,15 +5,24 @@ resource "google_service_account" "worker" {
   description  = "Runs Dataflow workers of the mnist-dataflow-kit; no keys, access granted per resource."
 }
 
+# Depends on variables only (tests/infra evaluates this block with `terraform console`).
 locals {
-  worker = "serviceAccount:${google_service_account.worker.email}"
-
-  # Project-wide grants exist only where no narrower scope does: Dataflow jobs and BigQuery
-  # jobs are project resources. Everything else is granted on the bucket, dataset or repo.
+  # Project-wide grants exist only where no narrower scope does: Dataflow jobs, BigQuery jobs
+  # and BigQuery Storage Read API sessions are project resources. Everything else is granted on
+  # the bucket, dataset or repo.
   project_roles = {
-    worker   = ["roles/dataflow.worker", "roles/bigquery.jobUser"]
+    worker = concat(
+      ["roles/dataflow.worker", "roles/bigquery.jobUser"],
+      # ReadFromBigQuery(method=DIRECT_READ) creates read sessions (bigquery.readsessions.create
+      # on the project); with EXPORT, jobUser plus dataEditor on the dataset are enough.
+      var.bigquery_direct_read ? ["roles/bigquery.readSessionUser"] : [],
+    )
     launcher = ["roles/dataflow.developer", "roles/bigquery.jobUser"]
   }
+}
+
+locals {
+  worker = "serviceAccount:${google_service_account.worker.email}"
 
   # Launchers stage code, upload inputs and models, and read results: objectAdmin everywhere.
   bucket_roles = merge(

@@ -39,6 +39,12 @@ variable "artifact_registry_repository" {
   description = "Repository id workers pull their container image from."
 }
 
+variable "bigquery_direct_read" {
+  type        = bool
+  default     = true
+  description = "Grant the worker roles/bigquery.readSessionUser on the project so the pipeline can read BigQuery with the Storage Read API (DIRECT_READ); false keeps the worker to dataflow.worker and bigquery.jobUser, and reads must use EXPORT."
+}
+
 variable "launcher_members" {
   type        = set(string)
   default     = []
