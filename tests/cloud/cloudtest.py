@@ -1,0 +1,51 @@
+"""Names and fake Terraform outputs shared by the cloud tests and their fixtures."""
+
+from __future__ import annotations
+
+import socket
+
+PROJECT = "test-project"
+REGION = "us-central1"
+MODEL_BUCKET = f"{PROJECT}-mnistkit-models"
+DATA_BUCKET = f"{PROJECT}-mnistkit-data"
+DATAFLOW_BUCKET = f"{PROJECT}-mnistkit-dataflow"
+DATASET = "mnist"
+WORKER_IMAGE = f"{REGION}-docker.pkg.dev/{PROJECT}/mnistkit/mnistkit-worker:latest"
+SUBNETWORK = f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/regions/{REGION}/subnetworks/mnistkit-{REGION}"
+WORKER_SA = f"mnistkit-worker@{PROJECT}.iam.gserviceaccount.com"
+
+
+def terraform_outputs(**overrides) -> dict:
+    """The outputs of infra/ as a deployed CPU-only kit in the test project would report them."""
+    outputs = {
+        "project_id": PROJECT,
+        "region": REGION,
+        "model_bucket": f"gs://{MODEL_BUCKET}",
+        "data_bucket": f"gs://{DATA_BUCKET}",
+        "temp_location": f"gs://{DATAFLOW_BUCKET}/tmp",
+        "staging_location": f"gs://{DATAFLOW_BUCKET}/staging",
+        "bigquery_dataset": f"{PROJECT}.{DATASET}",
+        "input_table": f"{PROJECT}.{DATASET}.images",
+        "input_bytes_table": f"{PROJECT}.{DATASET}.images_bytes",
+        "predictions_table": f"{PROJECT}.{DATASET}.predictions",
+        "bigquery_read_method": "DIRECT_READ",
+        "worker_service_account": WORKER_SA,
+        "network": f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/global/networks/mnistkit",
+        "network_name": "mnistkit",
+        "subnetwork": SUBNETWORK,
+        "use_public_ips": False,
+        "artifact_registry_repo": f"{REGION}-docker.pkg.dev/{PROJECT}/mnistkit",
+        "worker_image": WORKER_IMAGE,
+        "worker_machine_type": None,
+        "max_workers": 4,
+        "gpu": None,
+        "gpu_quota": {"required": 0, "limits": {}, "quotas": {}},
+    }
+    outputs.update(overrides)
+    return outputs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

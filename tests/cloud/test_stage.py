@@ -1,0 +1,84 @@
+"""`mnistkit stage` on the GCS and BigQuery emulators: uploads, checksum skips, the load job."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+from cloudtest import DATA_BUCKET, DATASET, MODEL_BUCKET, PROJECT
+
+from pipeline.config import load_config
+from pipeline.formats import encode_text
+from pipeline.staging import plan_model_upload, stage, text_rows_as_json
+
+
+@pytest.fixture
+def inputs(tmp_path, mnist_test_set):
+    images, _ = mnist_test_set
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    text = encode_text(np.arange(20), images[:20].reshape(20, -1))
+    bad = b"oops:0.5\n\n7:not,numbers\n"
+    (folder / "digits.txt").write_bytes(text)
+    (folder / "more.txt.gz").write_bytes(
+        gzip.compress(encode_text(np.arange(20, 25), images[20:25].reshape(5, -1)) + bad)
+    )
+    (folder / "notes.jsonl").write_bytes(b'{"key": 1, "image": []}\n')
+    return folder
+
+
+def _objects(client, bucket: str) -> dict[str, str]:
+    return {b.name: b.crc32c for b in client.list_blobs(bucket)}
+
+
+def test_stage_uploads_skips_unchanged_files_and_loads_text_inputs(cloud_env, gcs, bigquery, exported_model, inputs):
+    from google.cloud import storage
+
+    config = load_config()
+    files = sorted(inputs.iterdir())
+    report = stage(config, exported_model, files, progress=False)
+
+    client = storage.Client(project=PROJECT)
+    (version,) = [p.name for p in exported_model.iterdir()]
+    models = _objects(client, MODEL_BUCKET)
+    assert f"mnist/{version}/saved_model.pb" in models and f"mnist/{version}/model.json" in models
+    assert len(models) == sum(1 for p in exported_model.rglob("*") if p.is_file())
+    assert set(_objects(client, DATA_BUCKET)) == {"inputs/digits.txt", "inputs/more.txt.gz", "inputs/notes.jsonl"}
+    assert report.model_uri == f"gs://{MODEL_BUCKET}/mnist" and not report.skipped
+    assert report.input_uris == [f"gs://{DATA_BUCKET}/inputs/{p.name}" for p in files]
+    # Text files only (the .jsonl is not), keyless lines rejected, bad values kept for the pipeline.
+    assert (report.table, report.rows_loaded, report.lines_rejected) == (f"bq://{PROJECT}.{DATASET}.images", 26, 1)
+    rows = list(bigquery.client().list_rows(f"{PROJECT}.{DATASET}.images"))
+    assert sorted(r["key"] for r in rows) == sorted([*range(25), 7])
+    assert {r["image"] for r in rows if r["key"] == 7} >= {"not,numbers"}
+    assert all(r["image"].count(",") == 783 for r in rows if r["key"] == 3)
+
+    # A second run uploads only what changed, and truncate replaces the table's rows.
+    (inputs / "digits.txt").write_bytes(b"1:" + b"0," * 783 + b"1\n")
+    again = stage(config, exported_model, files, write="truncate", progress=False)
+    assert again.uploaded == [f"gs://{DATA_BUCKET}/inputs/digits.txt"]
+    assert len(again.skipped) == len(report.uploaded) - 1
+    assert again.bytes_uploaded == (inputs / "digits.txt").stat().st_size
+    assert again.rows_loaded == 7
+    assert bigquery.client().get_table(f"{PROJECT}.{DATASET}.images").num_rows == 7
+
+
+def test_a_version_dir_keeps_its_version_in_the_destination(exported_model):
+    (version,) = exported_model.iterdir()
+    uploads = plan_model_upload(version, "gs://b/m")
+    assert {u.uri for u in uploads} >= {f"gs://b/m/{version.name}/saved_model.pb"}
+
+
+def test_text_rows_as_json_keeps_bad_values_and_drops_keyless_lines(tmp_path):
+    import io
+    import json
+
+    path = tmp_path / "x.txt"
+    path.write_bytes(b"1:a,b\r\n\n:0.5\nx:1\n99999999999999999999:1\n-2:0.1\n")
+    out = io.BytesIO()
+    assert text_rows_as_json([path], out) == (2, 3)
+    assert [json.loads(line) for line in out.getvalue().splitlines()] == [
+        {"key": 1, "image": "a,b"},
+        {"key": -2, "image": "0.1"},
+    ]
