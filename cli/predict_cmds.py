@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from cli.cloud_cmds import predict_cloud_options
 from pipeline.choices import FORMATS, INPUT_FORMATS, RUNNERS, RUNNING_MODES
 
 # Exit status when the run finished but rejected more rows than --max-error-rate allows.
@@ -87,6 +90,7 @@ _ENV = (
     help=f"Exit with status {EXIT_TOO_MANY_ERRORS} when rejected/read rows exceed this fraction (e.g. 0.01).",
 )
 @click.option("--overwrite", is_flag=True, show_envvar=True, help="Replace the outputs of an earlier run.")
+@predict_cloud_options
 def predict(
     model: str,
     input_uri: str,
@@ -99,13 +103,22 @@ def predict(
     max_batch: int,
     max_error_rate: float | None,
     overwrite: bool,
+    errors_output: str | None,
+    bigquery_write: str,
+    **cloud: Any,
 ) -> None:
     """Score rows from files with an exported model (batch pipeline on Apache Beam).
 
     Every input row ends up either in the predictions (key, class, confidence, pred0..pred9) or
     in the dead letters (source file, reason, raw row); the summary reconciles the two.
+
+    \b
+    BigQuery tables work as --input and --output: bq://project.dataset.table.
+    --runner dataflow launches on Dataflow with the settings of `mnistkit config show`.
     """
+    from cli.cloud_cmds import launch_on_dataflow, with_bigquery_settings
     from pipeline.batch import OutputExistsError, PredictConfig, run_predict
+    from pipeline.bigquery import BigQueryError
     from pipeline.files import InputError
     from pipeline.formats import FormatError
     from pipeline.model import ModelError
@@ -123,11 +136,16 @@ def predict(
         min_batch=min_batch,
         max_batch=max_batch,
         overwrite=overwrite,
-        runner=RunnerConfig(runner=runner, workers=workers, running_mode=running_mode),
+        runner=RunnerConfig(workers=workers, running_mode=running_mode),
+        errors_output=errors_output,
+        bigquery_write=bigquery_write,
     )
     try:
-        summary = run_predict(config)
-    except (InputError, FormatError, ModelError, OutputExistsError) as exc:
+        if runner == "dataflow":
+            launch_on_dataflow(config, **cloud)
+            return
+        summary = run_predict(with_bigquery_settings(config, cloud["settings"]))
+    except (InputError, FormatError, ModelError, OutputExistsError, BigQueryError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"Predicted {summary.rows_predicted:,} of {summary.rows_read:,} rows in {summary.wall_time_s:.1f} s "

@@ -3,6 +3,9 @@
     files ─ReadFiles─▶ RawBatch ─ParseRecords─▶ ParsedBatch ─Predict─▶ PredictionBatch ─▶ <output>-*
           └──────────────── dead letters of every step ─────────────────────────────▶ <output>-errors-*
 
+A `bq://project.dataset.table` input or output swaps the source or the predictions sink for
+BigQuery's (pipeline/bigquery.py); everything between them stays the same.
+
 Everything after the Reshuffle of file ranges fuses into one stage, so rows never leave the
 worker that read them; both sinks are Beam text sinks, which write temporary files and rename
 them only once the run has succeeded.
@@ -16,13 +19,16 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import GoogleCloudOptions
+from apache_beam.runners.runner import PipelineResult
 
+from pipeline import bigquery
 from pipeline.accounting import Summary, query_counters
 from pipeline.choices import FORMATS
 from pipeline.files import match_files
 from pipeline.formats import FormatError, detect_format
 from pipeline.handler import SavedModelHandler
-from pipeline.model import validate_model
+from pipeline.model import ModelInfo, validate_model
 from pipeline.options import RunnerConfig
 from pipeline.transforms import (
     DEAD_LETTERS,
@@ -59,18 +65,30 @@ class PredictConfig:
     read_batch: int = READ_BATCH_ROWS
     overwrite: bool = False
     runner: RunnerConfig = field(default_factory=RunnerConfig)
+    # Prefix of the dead letters and the summary; default: `output` (required for a bq:// output).
+    errors_output: str | None = None
+    # A bq:// output: "append" to the table or "truncate" it first.
+    bigquery_write: str = "append"
+    # A bq:// input: DIRECT_READ (Storage Read API) or EXPORT, as the deployment allows.
+    bigquery_read_method: str = "DIRECT_READ"
+
+    @property
+    def report_prefix(self) -> str:
+        return self.errors_output or self.output
 
     @property
     def predictions_pattern(self) -> str:
+        if bigquery.is_bigquery(self.output):
+            return self.output
         return f"{self.output}-[0-9]*-of-[0-9]*.jsonl"
 
     @property
     def errors_pattern(self) -> str:
-        return f"{self.output}-errors-*.jsonl"
+        return f"{self.report_prefix}-errors-*.jsonl"
 
     @property
     def summary_path(self) -> str:
-        return f"{self.output}-summary.json"
+        return f"{self.report_prefix}-summary.json"
 
 
 def build_pipeline(
@@ -78,20 +96,65 @@ def build_pipeline(
 ) -> None:
     """Add the read → parse → predict → write steps of `config` to `pipeline`."""
     desired_splits = _SPLITS_PER_WORKER * config.runner.worker_count
-    read = pipeline | "ReadFiles" >> ReadFiles(config.input, fmt, config.read_batch, desired_splits)
+    if bigquery.is_bigquery(config.input):
+        table = bigquery.parse_table(config.input)
+        source = bigquery.ReadFromBigQueryTable(table, config.read_batch, config.bigquery_read_method)
+        read = pipeline | "ReadBigQuery" >> source
+    else:
+        read = pipeline | "ReadFiles" >> ReadFiles(config.input, fmt, config.read_batch, desired_splits)
     parsed = read.main | "ParseRecords" >> ParseRecords(fmt)
     predicted = parsed.main | "Predict" >> Predict(handler)
-    _ = (
-        predicted.main
-        | "PredictionsToJson" >> beam.Map(predictions_to_json)
-        | "WritePredictions" >> beam.io.WriteToText(config.output, file_name_suffix=".jsonl")
-    )
+    if bigquery.is_bigquery(config.output):
+        table = bigquery.parse_table(config.output)
+        # Batch loads stage files under the pipeline's temp location; without a gs:// one, rows stream in.
+        gcs_temp = pipeline.options.view_as(GoogleCloudOptions).temp_location
+        sink = bigquery.WritePredictionsToBigQuery(table, config.bigquery_write, gcs_temp)
+        _ = predicted.main | "WritePredictions" >> sink
+    else:
+        _ = (
+            predicted.main
+            | "PredictionsToJson" >> beam.Map(predictions_to_json)
+            | "WritePredictions" >> beam.io.WriteToText(config.output, file_name_suffix=".jsonl")
+        )
     _ = (
         (read[DEAD_LETTERS], parsed[DEAD_LETTERS], predicted[DEAD_LETTERS])
         | "AllDeadLetters" >> beam.Flatten()
         | "DeadLettersToJson" >> beam.Map(dead_letter_to_json)
-        | "WriteDeadLetters" >> beam.io.WriteToText(f"{config.output}-errors", file_name_suffix=".jsonl")
+        | "WriteDeadLetters"
+        >> beam.io.WriteToText(f"{config.report_prefix}-errors", file_name_suffix=".jsonl")
     )
+
+
+@dataclass
+class StartedRun:
+    """A pipeline `start_predict` launched; `finish()` waits for it and writes its Summary."""
+
+    config: PredictConfig
+    result: PipelineResult
+    model: ModelInfo
+    format: str
+    started: float
+
+    def finish(self) -> Summary:
+        self.result.wait_until_finish()
+        config = self.config
+        summary = Summary.from_counters(
+            query_counters(self.result),
+            input=config.input,
+            output=config.output,
+            model=self.model.uri,
+            format=self.format,
+            wall_time_s=time.monotonic() - self.started,
+            outputs={
+                "predictions": config.predictions_pattern,
+                "errors": config.errors_pattern,
+                "summary": config.summary_path,
+            },
+        )
+        if not summary.reconciled:
+            _LOGGER.error("Row counts do not reconcile: %s", summary.to_dict())
+        summary.write(config.summary_path)
+        return summary
 
 
 def run_predict(config: PredictConfig) -> Summary:
@@ -99,13 +162,25 @@ def run_predict(config: PredictConfig) -> Summary:
 
     Raises InputError, FormatError, ModelError or OutputExistsError before anything runs.
     """
+    return start_predict(config).finish()
+
+
+def start_predict(config: PredictConfig) -> StartedRun:
+    """Check the inputs, the model and the outputs, and start the pipeline (as run_predict)."""
     started = time.monotonic()
-    fmt = config.format or detect_format(config.input)
+    if bigquery.is_bigquery(config.output) and not config.errors_output:
+        raise bigquery.BigQueryError(
+            "a BigQuery output needs --errors-output, a prefix for dead letters and summary"
+        )
+    if bigquery.is_bigquery(config.input):
+        fmt = bigquery.SOURCE_FORMAT
+    else:
+        fmt = config.format or detect_format(config.input)
+        match_files(config.input)
     if fmt not in FORMATS:
         raise FormatError(
             f"predict reads {', '.join(FORMATS)}; convert {fmt} inputs first (mnistkit convert)."
         )
-    match_files(config.input)
     model = validate_model(config.model)
     _clear_outputs(config)
     threads = config.runner.tf_intra_op_threads
@@ -118,29 +193,13 @@ def run_predict(config: PredictConfig) -> Summary:
     )
     pipeline = beam.Pipeline(options=config.runner.pipeline_options())
     build_pipeline(pipeline, config, fmt, handler)
-    result = pipeline.run()
-    result.wait_until_finish()
-    summary = Summary.from_counters(
-        query_counters(result),
-        input=config.input,
-        output=config.output,
-        model=model.uri,
-        format=fmt,
-        wall_time_s=time.monotonic() - started,
-        outputs={
-            "predictions": config.predictions_pattern,
-            "errors": config.errors_pattern,
-            "summary": config.summary_path,
-        },
-    )
-    if not summary.reconciled:
-        _LOGGER.error("Row counts do not reconcile: %s", summary.to_dict())
-    summary.write(config.summary_path)
-    return summary
+    return StartedRun(config, pipeline.run(), model, fmt, started)
 
 
 def _clear_outputs(config: PredictConfig) -> None:
-    patterns = [config.predictions_pattern, config.errors_pattern, config.summary_path]
+    patterns = [config.errors_pattern, config.summary_path]
+    if not bigquery.is_bigquery(config.output):  # a table is appended to or truncated instead
+        patterns.append(config.predictions_pattern)
     existing = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
     if not existing:
         return

@@ -2,5 +2,5 @@
 
 FORMATS = ("text", "jsonl", "tfrecord")
 INPUT_FORMATS = (*FORMATS, "idx")
-RUNNERS = ("direct",)
+RUNNERS = ("direct", "dataflow")
 RUNNING_MODES = ("multi_processing", "multi_threading", "in_memory")
