@@ -274,23 +274,29 @@ def predict_cloud_options(fn: Callable) -> Callable:
     return fn
 
 
+_DATAFLOW_ONLY = ("gpu", "max_workers", "machine_type", "job_name", "dry_run", "wait")
+
+
 @cloud_errors
-def with_bigquery_settings(config: Any, settings: tuple[str, ...]) -> Any:
-    """A local run touching BigQuery gets the project, a gs:// temp location for batch loads, and the
-    read method the deployment allows; `config` is a batch.PredictConfig."""
+def local_run_config(config: Any, cloud_options: dict[str, Any]) -> Any:
+    """The batch.PredictConfig of a local run: Dataflow-only options refused, BigQuery settings added.
+
+    A run touching BigQuery gets the project, a gs:// temp location for batch loads, and the read
+    method the deployment allows.
+    """
     from dataclasses import replace
 
     from pipeline.bigquery import is_bigquery
 
+    given = [f"--{name.replace('_', '-')}" for name in _DATAFLOW_ONLY if cloud_options.get(name)]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} only apply to --runner dataflow")
     if not (is_bigquery(config.input) or is_bigquery(config.output)):
         return config
-    cloud = resolve_config(settings)
-    args = [
-        f"--{name}={value}" for name, value in (("project", cloud.project_id), ("temp_location", cloud.temp_location))
-    ]
-    runner = replace(
-        config.runner, extra_args=[*config.runner.extra_args, *(a for a in args if not a.endswith("=None"))]
-    )
+    cloud = resolve_config(cloud_options["settings"])
+    wanted = {"project": cloud.project_id, "temp_location": cloud.temp_location}
+    args = [f"--{name}={value}" for name, value in wanted.items() if value]
+    runner = replace(config.runner, extra_args=[*config.runner.extra_args, *args])
     return replace(config, runner=runner, bigquery_read_method=cloud.bigquery_read_method)
 
 

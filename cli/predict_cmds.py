@@ -116,7 +116,7 @@ def predict(
     BigQuery tables work as --input and --output: bq://project.dataset.table.
     --runner dataflow launches on Dataflow with the settings of `mnistkit config show`.
     """
-    from cli.cloud_cmds import launch_on_dataflow, with_bigquery_settings
+    from cli.cloud_cmds import launch_on_dataflow, local_run_config
     from pipeline.batch import OutputExistsError, PredictConfig, run_predict
     from pipeline.bigquery import BigQueryError
     from pipeline.files import InputError
@@ -144,7 +144,7 @@ def predict(
         if runner == "dataflow":
             launch_on_dataflow(config, **cloud)
             return
-        summary = run_predict(with_bigquery_settings(config, cloud["settings"]))
+        summary = run_predict(local_run_config(config, cloud))
     except (InputError, FormatError, ModelError, OutputExistsError, BigQueryError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(

@@ -87,3 +87,9 @@ def test_a_bigquery_output_needs_an_errors_prefix(staged):
         cli, ["predict", "--model", staged.model_uri, "--input", staged.input_uris[0], "--output", "bq://p-1.d.t"]
     )
     assert result.exit_code == 1 and "--errors-output" in result.output
+
+
+def test_dataflow_options_are_refused_on_the_local_runner(staged):
+    args = ["predict", "--model", staged.model_uri, "--input", staged.input_uris[0], "--output", "out/x"]
+    result = CliRunner().invoke(cli, [*args, "--gpu", "t4:1", "--dry-run"])
+    assert result.exit_code == 2 and "--gpu, --dry-run only apply to --runner dataflow" in result.output
