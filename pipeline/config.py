@@ -210,7 +210,7 @@ def load_config(
     sources: dict[str, str] = {}
     for f in setting_fields():
         candidates = [
-            (flags.get(f.name, (None, ""))[0], flags.get(f.name, (None, ""))[1]),
+            flags.get(f.name, (None, "")),
             (environ.get(env_name(f.name)) or None, f"env {env_name(f.name)}"),
             (document["settings"].get(f.name), f"config file {file_path}"),
             (_from_outputs(outputs, f.metadata["output"]) if f.metadata["output"] else None,
@@ -218,7 +218,8 @@ def load_config(
         ]  # fmt: skip
         value, source = next(((v, s) for v, s in candidates if v is not None), (f.default, "default"))
         if isinstance(value, str) and value.strip().lower() in _UNSET:
-            value = None  # how a flag or env var clears a value Terraform set (e.g. --gpu none)
+            # How a flag or env var takes back a value Terraform set (e.g. --gpu none for CPUs).
+            value, source = f.default, f"{source} (none: default)"
         values[f.name] = _coerce(f.name, f.metadata["kind"], value)
         sources[f.name] = source
     if values["model_uri"] is None and values["model_bucket"]:

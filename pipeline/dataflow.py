@@ -14,6 +14,7 @@ import csv
 import hashlib
 import importlib.metadata
 import io
+import logging
 import re
 import tempfile
 import zipfile
@@ -26,7 +27,11 @@ from typing import TYPE_CHECKING, Any
 from pipeline.config import CloudConfig, ConfigError
 
 if TYPE_CHECKING:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
     from pipeline.batch import PredictConfig, StartedRun
+
+_LOGGER = logging.getLogger(__name__)
 
 DIST_NAME = "mnist_dataflow_kit"
 # The packages workers import: the pipeline and what it imports from model_export (no CLI).
@@ -184,7 +189,7 @@ class DataflowRunnerConfig:
             template_location=self.template_location,
         )
 
-    def pipeline_options(self):
+    def pipeline_options(self) -> PipelineOptions:
         from apache_beam.options.pipeline_options import PipelineOptions
 
         return PipelineOptions(self.pipeline_args())
@@ -235,9 +240,17 @@ def dataflow_args(
         args += [
             f"--dataflow_service_options={gpu.service_option}",
             # Dataflow starts one SDK process per vCPU, each loading its own model onto the GPU;
-            # one process per VM gives the GPU(s) to one model shared by the harness threads.
+            # one process per VM gives the GPU to one model shared by the harness threads.
             "--experiments=no_use_multiple_sdk_containers",
         ]
+        if gpu.count > 1:
+            _LOGGER.warning(
+                "%s: the worker's one SDK process sees all %d GPUs and TensorFlow serves from the first; "
+                "%s:1 with more workers uses every GPU you pay for",
+                gpu,
+                gpu.count,
+                gpu.type.name,
+            )
     return args
 
 

@@ -93,7 +93,7 @@ def test_precedence_flag_env_file_terraform_default(tmp_path):
     assert config.project_id == PROJECT and config.sources["project_id"] == "terraform output project_id"
     assert config.autoscaling_algorithm == "THROUGHPUT_BASED" and config.sources["autoscaling_algorithm"] == "default"
     assert config.num_workers is None and config.sources["num_workers"] == "default"
-    assert config.gpu is None and config.sources["gpu"] == "env MNISTKIT_GPU"
+    assert config.gpu is None and config.sources["gpu"] == "env MNISTKIT_GPU (none: default)"
     assert load_config(path=path, environ=env).max_workers == 8
     assert config.model_uri == f"gs://{PROJECT}-mnistkit-models/mnist"
     assert config.label_dict() == {"app": "mnistkit"}
