@@ -1,10 +1,12 @@
 """Real GCP emulators for the cloud tests: gcp-storage-emulator (in-process) and bqemulator (subprocess).
 
-Beam has no endpoint options for BigQuery, so the `bigquery_emulator` fixture patches the three
-places its clients take their endpoints from, for the session only; library code never knows
-about emulators. Both clients also need credentials that never refresh (a fake authorized-user
-ADC file): without any, Beam retries for ~30 s per pipeline and its apitools BigQuery client
-starts an interactive browser login. Every server binds 127.0.0.1 and stops with its fixture.
+The servers live for the session; the environment that points clients at them is set per test
+by the function fixtures (`gcs`, `bigquery`, `google_apis`), so tests elsewhere never see it.
+Beam has no endpoint options for BigQuery, so `bigquery` patches the three places its clients
+take their endpoints from; library code never knows about emulators. Clients also need
+credentials that never refresh (a fake authorized-user ADC file): without any, Beam retries for
+~30 s per pipeline and its apitools BigQuery client starts an interactive browser login. Every
+server binds 127.0.0.1 and stops with its fixture.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def _home_stays_clean() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def fake_credentials(tmp_path_factory) -> Iterator[Path]:
+def fake_credentials_file(tmp_path_factory) -> Path:
     """An authorized-user ADC file whose token never expires, so nothing is ever refreshed."""
     path = tmp_path_factory.mktemp("adc") / "fake_adc.json"
     path.write_text(
@@ -69,11 +71,16 @@ def fake_credentials(tmp_path_factory) -> Iterator[Path]:
             }
         )
     )
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(path))
-        mp.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
-        mp.setenv("NO_GCE_CHECK", "true")  # no metadata-server probes
-        yield path
+    return path
+
+
+@pytest.fixture
+def fake_credentials(fake_credentials_file, monkeypatch) -> Path:
+    """Application Default Credentials for this test: the fake file."""
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(fake_credentials_file))
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
+    monkeypatch.setenv("NO_GCE_CHECK", "true")  # no metadata-server probes
+    return fake_credentials_file
 
 
 @dataclass
@@ -83,7 +90,7 @@ class GcsEmulator:
     server: object
 
     def reset(self) -> None:
-        """Empty every bucket the tests use (they are recreated empty)."""
+        """Empty every bucket the tests use (they are recreated empty); needs STORAGE_EMULATOR_HOST."""
         from google.cloud import storage
 
         self.server.wipe()
@@ -93,7 +100,7 @@ class GcsEmulator:
 
 
 @pytest.fixture(scope="session")
-def gcs_emulator(tmp_path_factory, fake_credentials) -> Iterator[GcsEmulator]:
+def gcs_emulator(tmp_path_factory) -> Iterator[GcsEmulator]:
     """gcp-storage-emulator in this process, on disk so bqemulator can read what Beam stages for loads."""
     from gcp_storage_emulator.server import create_server
 
@@ -102,18 +109,15 @@ def gcs_emulator(tmp_path_factory, fake_credentials) -> Iterator[GcsEmulator]:
     server = create_server("127.0.0.1", port, in_memory=False, data_dir=str(data_dir))
     server.start()
     try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-            emulator = GcsEmulator(f"http://127.0.0.1:{port}", data_dir, server)
-            emulator.reset()
-            yield emulator
+        yield GcsEmulator(f"http://127.0.0.1:{port}", data_dir, server)
     finally:
         server.stop()
 
 
 @pytest.fixture
-def gcs(gcs_emulator) -> GcsEmulator:
-    """The GCS emulator with the kit's three buckets, empty."""
+def gcs(gcs_emulator, fake_credentials, monkeypatch) -> GcsEmulator:
+    """The GCS emulator with the kit's three buckets, empty, and this test's clients pointed at it."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.endpoint)
     gcs_emulator.reset()
     return gcs_emulator
 
@@ -144,7 +148,7 @@ def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 3
 
 @pytest.fixture(scope="session")
 def bigquery_emulator(tmp_path_factory, gcs_emulator) -> Iterator[BigQueryEmulator]:
-    """bqemulator (REST + Storage Read gRPC) in a subprocess, and Beam's BigQuery clients pointed at it."""
+    """bqemulator (REST + Storage Read gRPC) in a subprocess."""
     rest_port, grpc_port = free_port(), free_port()
     log = tmp_path_factory.mktemp("bqemu") / "bqemulator.log"
     env = dict(
@@ -164,9 +168,7 @@ def bigquery_emulator(tmp_path_factory, gcs_emulator) -> Iterator[BigQueryEmulat
     try:
         endpoint = f"http://127.0.0.1:{rest_port}"
         _wait_for(f"{endpoint}/bigquery/v2/projects/{PROJECT}/datasets", process, log)
-        with pytest.MonkeyPatch.context() as mp:
-            _point_clients_at(mp, endpoint, f"127.0.0.1:{grpc_port}")
-            yield BigQueryEmulator(endpoint, f"127.0.0.1:{grpc_port}")
+        yield BigQueryEmulator(endpoint, f"127.0.0.1:{grpc_port}")
     finally:
         process.terminate()
         try:
@@ -199,8 +201,9 @@ def _point_clients_at(mp: pytest.MonkeyPatch, endpoint: str, grpc_target: str) -
 
 
 @pytest.fixture
-def bigquery(bigquery_emulator) -> Iterator[BigQueryEmulator]:
-    """The BigQuery emulator with an empty `mnist` dataset (dropped afterwards)."""
+def bigquery(bigquery_emulator, fake_credentials, monkeypatch) -> Iterator[BigQueryEmulator]:
+    """The BigQuery emulator with an empty `mnist` dataset (dropped afterwards), Beam's clients pointed at it."""
+    _point_clients_at(monkeypatch, bigquery_emulator.endpoint, bigquery_emulator.grpc_target)
     client = bigquery_emulator.client()
     client.delete_dataset(f"{PROJECT}.{DATASET}", delete_contents=True, not_found_ok=True)
     client.create_dataset(f"{PROJECT}.{DATASET}")
