@@ -1,0 +1,166 @@
+"""Where a stream comes from and where its rows go: `pubsub://` and `watch://` inputs, folder
+(local or gs://) and `bq://` outputs.
+
+Sources yield `(payload, source)` elements timestamped with their event time: the publish time
+of a Pub/Sub message, the last-modified time of a watched file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from pipeline import accounting
+from pipeline.rows import DeadLetter
+from pipeline.stream_rows import LATENCY_MS, ScoredBatch, output_rows
+from pipeline.watch import StopPolicy, WatchFolder, folder_pattern
+
+PUBSUB = "pubsub://"
+WATCH = "watch://"
+_PUBSUB_PATH = re.compile(r"^projects/([^/]+)/(subscriptions|topics)/([^/]+)$")
+
+
+class StreamInputError(ValueError):
+    """An input URI the stream cannot read; the message shows the accepted forms."""
+
+
+@dataclass(frozen=True)
+class StreamInput:
+    """A parsed `--input`: Pub/Sub (a subscription or a topic) or a watched folder."""
+
+    kind: str
+    path: str
+
+    @property
+    def is_pubsub(self) -> bool:
+        return self.kind in ("subscription", "topic")
+
+
+def parse_input(uri: str) -> StreamInput:
+    """`pubsub://projects/P/subscriptions/S`, `pubsub://projects/P/topics/T` or `watch://DIR`."""
+    if uri.startswith(PUBSUB):
+        path = uri[len(PUBSUB) :]
+        match = _PUBSUB_PATH.match(path)
+        if not match:
+            raise StreamInputError(
+                f"{uri}: expected pubsub://projects/PROJECT/subscriptions/NAME or pubsub://projects/PROJECT/topics/NAME"
+            )
+        return StreamInput(match.group(2)[:-1], path)
+    if uri.startswith(WATCH):
+        folder = uri[len(WATCH) :]
+        if not folder:
+            raise StreamInputError(f"{uri}: name the folder to watch, e.g. watch://incoming/ or watch://gs://b/in/")
+        return StreamInput("folder", folder)
+    raise StreamInputError(
+        f"{uri}: a stream reads pubsub://projects/P/subscriptions/S, pubsub://projects/P/topics/T "
+        "or watch://DIR (a local folder or gs://bucket/prefix)"
+    )
+
+
+def _message_record(message: Any) -> tuple[bytes, str]:
+    return message.data, f"pubsub:{message.message_id}"
+
+
+def read_stream(
+    pbegin: beam.pvalue.PBegin, source: StreamInput, poll_seconds: float = 1.0, stop: StopPolicy | None = None
+) -> tuple[beam.PCollection, beam.PCollection | None]:
+    """The `(payload, source)` elements of a StreamInput, and the source's own dead letters if any.
+
+    Reading a topic makes the runner create (and later delete) a subscription of its own; read a
+    subscription to share the load between jobs or to keep messages while no job runs.
+    """
+    if source.is_pubsub:
+        records = (
+            pbegin
+            | "ReadFromPubSub" >> beam.io.ReadFromPubSub(with_attributes=True, **{source.kind: source.path})
+            | "Payload" >> beam.Map(_message_record)
+        )
+        return records, None
+    watched = pbegin | "WatchFolder" >> WatchFolder(folder_pattern(source.path), poll_seconds, stop)
+    return watched.main, watched.dead_letters
+
+
+def _content_id(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()[:12]
+
+
+def write_jsonl(folder: str, prefix: str, first_event: float, content_id: str, lines: list[str]) -> str:
+    """Write `lines` to `folder/PREFIX-<UTC time of first_event>-<content_id>.jsonl`, atomically.
+
+    With a time and an id that depend only on the rows, a retried bundle rewrites the same file
+    instead of adding a copy (errors files, named by their write time, may be written twice).
+    The file is written under a hidden name and renamed, so a reader never sees half of it.
+    """
+    name = f"{prefix}-{datetime.fromtimestamp(first_event, UTC):%Y%m%dT%H%M%S.%f}-{content_id}.jsonl"
+    final = FileSystems.join(folder, name)
+    hidden = FileSystems.join(folder, f".{name}.tmp")
+    with FileSystems.create(hidden, mime_type="application/json", compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(("\n".join(lines) + "\n").encode())
+    FileSystems.rename([hidden], [final])
+    return final
+
+
+class _WriteFiles(beam.DoFn):
+    """Scored micro-batches → one predictions file each (plus an errors file for model failures);
+    lists of dead letters → one errors file each."""
+
+    def __init__(self, folder: str) -> None:
+        self._folder = folder
+        self._latency = Metrics.distribution(accounting.NAMESPACE, LATENCY_MS)
+
+    def setup(self) -> None:
+        if "://" not in self._folder:
+            os.makedirs(self._folder, exist_ok=True)
+
+    def process(self, item: ScoredBatch | list[DeadLetter]) -> None:
+        if isinstance(item, ScoredBatch):
+            rows, dead = output_rows(item)
+            if rows:
+                batch = item.batch
+                content = _content_id(batch.rows.keys.tobytes(), batch.event_times.tobytes())
+                write_jsonl(
+                    self._folder, "predictions", batch.event_times.min(), content, [json.dumps(r) for r in rows]
+                )
+                accounting.count_predicted(len(rows))
+                for row in rows:
+                    self._latency.update(int(row[LATENCY_MS]))
+        else:
+            dead = item
+        if dead:
+            content = _content_id(*(f"{d.source}\0{d.raw}\0".encode() for d in dead))
+            write_jsonl(self._folder, "errors", time.time(), content, [d.to_json() for d in dead])
+            for letter in dead:
+                accounting.count_rejected(letter.reason)
+
+
+class WriteStreamFiles(beam.PTransform):
+    """Scored micro-batches and dead-letter lists → `DIR/predictions-*.jsonl`, `DIR/errors-*.jsonl`.
+
+    One file per micro-batch, written as soon as it is scored (rows are visible within
+    milliseconds of their prediction), named `predictions-<UTC time of its first row's event>-
+    <content hash>.jsonl`, so listing the folder in name order follows the stream.
+    """
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self._folder = folder.rstrip("/")
+
+    def expand(self, outputs: tuple[beam.PCollection, ...]) -> None:
+        # One writer per input rather than one after a Flatten: the FnApiRunner holds back the
+        # consumer of a Flatten until its slowest input (the polling source) has finished.
+        for i, pcoll in enumerate(outputs):
+            _ = pcoll | f"Write{i}" >> beam.ParDo(_WriteFiles(self._folder))

@@ -1,0 +1,234 @@
+"""The streaming prediction pipeline: rows arriving one by one → micro-batches → scored rows.
+
+    source ─(payload, source) @ event time─▶ MicroBatch ─▶ Parse ─▶ RunInference ─▶ sink
+                                                           └── dead letters ───────▶ sink
+
+- Micro-batching is Beam's stateful `GroupIntoBatches`: a batch leaves when it holds
+  `max_batch` rows or when its first row has waited `window_seconds` (a processing-time timer),
+  whichever comes first; `max_batch` 1 scores every row on its own. It batches across bundles
+  in the global window, so a row is never dropped for arriving late.
+- Each micro-batch is parsed in one vectorised call, then scored by `StreamModelHandler`, whose
+  model follows the export dir (stream_handler.py).
+- Every output row carries its event time (Pub/Sub publish time, file mtime), the prediction
+  time, the latency between them in ms, and the model version that scored it.
+- The sink writes each scored micro-batch as it comes (stream_io.py), with no event-time
+  windows: the local FnApiRunner does not hold the watermark of a polling source, so windows
+  there would close early and fire again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline import accounting
+from pipeline.accounting import Summary, query_counters
+from pipeline.model import validate_model
+from pipeline.options import FN_API_RUNNER
+from pipeline.stream_handler import StreamModelHandler
+from pipeline.stream_io import StreamInput, StreamInputError, WriteStreamFiles, parse_input, read_stream
+from pipeline.stream_rows import LATENCY_MS, StreamBatch, StreamRecord, parse_micro_batch
+from pipeline.transforms import DEAD_LETTERS
+from pipeline.watch import StopPolicy
+
+_LOGGER = logging.getLogger(__name__)
+
+BUNDLE_BASED_RUNNER = "apache_beam.runners.direct.direct_runner.BundleBasedDirectRunner"
+
+
+def _stamp(element: tuple[bytes, str], timestamp=beam.DoFn.TimestampParam) -> tuple[int, StreamRecord]:
+    """A record with its event time, under the one batching key."""
+    payload, source = element
+    accounting.count_read(1)
+    return 0, StreamRecord(payload, source, timestamp.micros / 1e6)
+
+
+def _parse(records: list[StreamRecord]) -> Iterator[StreamBatch | beam.pvalue.TaggedOutput]:
+    batch, dead = parse_micro_batch(records)
+    if batch is not None:
+        yield batch
+    if dead:
+        yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead)
+
+
+@dataclass
+class ScoredStream:
+    """The outputs of ScoreStream: ScoredBatches, and lists of DeadLetters (one per micro-batch,
+    so dead letters stay as batched as the rows)."""
+
+    scored: beam.PCollection
+    dead_letters: beam.PCollection
+
+
+class ScoreStream(beam.PTransform):
+    """`(payload, source)` elements timestamped by event time → ScoredBatches and dead letters.
+
+    Args:
+      handler: the model handler (its model follows the export dir).
+      max_batch: most rows per micro-batch and per model call; 1 scores each row on its own.
+      window_seconds: longest time a row waits for its micro-batch to fill.
+      sharded: batch under runner-sharded keys (Dataflow balances them over its workers); else
+        under one key, so a local runner fills every batch it can.
+      clock: the clock of the batching timer (tests pass a fake one to drive it with TestStream).
+    """
+
+    def __init__(
+        self,
+        handler: StreamModelHandler,
+        max_batch: int,
+        window_seconds: float,
+        sharded: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        if max_batch < 1 or window_seconds <= 0:
+            raise ValueError("max_batch must be >= 1 and window_seconds > 0")
+        self._handler = handler
+        self._max_batch = max_batch
+        self._window_seconds = window_seconds
+        self._sharded = sharded
+        self._clock = clock
+
+    def expand(self, records: beam.PCollection) -> ScoredStream:
+        # GroupIntoBatches rather than BatchElements(max_batch_duration_secs): the latter keys its
+        # state by a per-process id that it does not keep alive, so a runner that recreates
+        # DoFns per bundle (the BundleBasedDirectRunner) batches every bundle apart.
+        group = beam.GroupIntoBatches.WithShardedKey if self._sharded else beam.GroupIntoBatches
+        parsed = (
+            records
+            | "Stamp" >> beam.Map(_stamp).with_output_types(tuple[int, StreamRecord])
+            | "MicroBatch" >> group(self._max_batch, self._window_seconds, self._clock)
+            | "Rows" >> beam.Values()
+            | "Parse" >> beam.FlatMap(_parse).with_outputs(DEAD_LETTERS, main="main")
+        )
+        scored = parsed.main | "RunInference" >> RunInference(self._handler)
+        return ScoredStream(scored, parsed[DEAD_LETTERS])
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Everything one streaming run needs; see `mnistkit stream --help`.
+
+    `dataflow` (a pipeline.dataflow.DataflowRunnerConfig) launches the job on Dataflow; without
+    it the stream runs here. `duration` and `idle` stop a local run: a watched folder stops
+    polling (the pipeline then drains and finishes); a local Pub/Sub read is cancelled after
+    `duration` (rows still in flight are lost, like any cancelled streaming job).
+    """
+
+    model: str
+    input: str
+    output: str
+    max_batch: int = 100
+    window_seconds: float = 1.0
+    poll_seconds: float = 1.0
+    model_check_seconds: float = 10.0
+    duration: float | None = None
+    idle: float | None = None
+    dataflow: Any = None
+
+
+def stream_pipeline_args(source: StreamInput, dataflow: Any = None) -> list[str]:
+    """Beam arguments for a stream: Dataflow's, or the local runner that can run `source`.
+
+    Locally there is no single streaming runner for both sources (Prism, the DirectRunner's
+    streaming engine, needs a binary download that fails offline): Pub/Sub reads run only on
+    the BundleBasedDirectRunner, which cannot run the polling splittable DoFn of a watched
+    folder; that one runs on the FnApiRunner, in this process so the model is loaded once.
+    """
+    if dataflow is not None:
+        return [*dataflow.pipeline_args(), "--streaming", "--enable_streaming_engine"]
+    if source.is_pubsub:
+        return [f"--runner={BUNDLE_BASED_RUNNER}", "--streaming"]
+    return [f"--runner={FN_API_RUNNER}", "--direct_running_mode=in_memory", "--direct_num_workers=1", "--streaming"]
+
+
+def build_stream_pipeline(
+    pipeline: beam.Pipeline, config: StreamConfig, clock: Callable[[], float] = time.time
+) -> None:
+    """Add source → ScoreStream → sink for `config` to `pipeline`."""
+    source = parse_input(config.input)
+    records, source_dead = read_stream(pipeline, source, config.poll_seconds, StopPolicy(config.duration, config.idle))
+    handler = StreamModelHandler(config.model, max_batch=config.max_batch, check_seconds=config.model_check_seconds)
+    scored = records | "ScoreStream" >> ScoreStream(
+        handler, config.max_batch, config.window_seconds, sharded=config.dataflow is not None, clock=clock
+    )
+    outputs = [scored.scored, scored.dead_letters]
+    if source_dead is not None:
+        outputs.append(source_dead | "ListSourceErrors" >> beam.Map(lambda letter: [letter]))
+    _ = tuple(outputs) | "Write" >> WriteStreamFiles(config.output)
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """A local run's row counts and latencies (ms), or the id of a launched Dataflow job."""
+
+    summary: Summary | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    job_id: str | None = None
+
+
+def run_stream(config: StreamConfig) -> StreamResult:
+    """Check the input and the model, then run the stream (locally until it stops) or launch it.
+
+    Raises StreamInputError or ModelError before anything runs.
+    """
+    started = time.monotonic()
+    source = parse_input(config.input)
+    _check_folders(config, source)
+    # The model check loads the newest version; the stream serves the export dir itself, so
+    # that newer versions are picked up as they appear.
+    model = validate_model(config.model)
+    pipeline = beam.Pipeline(options=PipelineOptions(stream_pipeline_args(source, config.dataflow)))
+    build_stream_pipeline(pipeline, config)
+    result = pipeline.run()
+    if config.dataflow is not None:
+        return StreamResult(job_id=result.job_id())
+    _LOGGER.info("Streaming %s through model %s into %s", config.input, model.uri, config.output)
+    if source.is_pubsub and config.duration is not None:
+        time.sleep(config.duration)
+        result.cancel()
+    else:
+        result.wait_until_finish()
+    summary = Summary.from_counters(
+        query_counters(result),
+        input=config.input,
+        output=config.output,
+        model=model.uri,
+        format="jsonl",
+        wall_time_s=time.monotonic() - started,
+    )
+    return StreamResult(summary, _latency(result))
+
+
+def _check_folders(config: StreamConfig, source: StreamInput) -> None:
+    if source.is_pubsub:
+        return
+    watched = source.path.rstrip("/")
+    if "://" not in watched and not any(c in watched for c in "*?[") and not os.path.isdir(watched):
+        raise StreamInputError(f"watch://{watched}: no such folder (create it, or check the path)")
+    output = config.output.rstrip("/")
+    if output == watched or output.startswith(watched + "/"):
+        raise StreamInputError(
+            f"--output {config.output} lies in the watched folder; the stream would read its own rows"
+        )
+
+
+def _latency(result: Any) -> dict[str, float]:
+    query = MetricsFilter().with_namespace(accounting.NAMESPACE).with_name(LATENCY_MS)
+    for distribution in result.metrics().query(query)["distributions"]:
+        try:
+            value = distribution.committed
+        except NotImplementedError:
+            value = distribution.attempted
+        if value and value.count:
+            return {"min": value.min, "mean": round(value.mean, 1), "max": value.max, "count": value.count}
+    return {}
