@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "cli.model_cmds",
     "cli.predict_cmds",
     "cli.cloud_cmds",
+    "cli.stream_cmds",
 ]
 
 
