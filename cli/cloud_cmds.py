@@ -228,7 +228,7 @@ def image_build(tag: str | None, backend: str, dry_run: bool, settings: tuple[st
     for command in build.commands:
         click.echo("$ " + shlex.join(command))
     if dry_run:
-        click.echo(f"Build context: {build.context}")
+        build.discard()
         return
     try:
         run_image_build(build)

@@ -33,6 +33,10 @@ class ImageBuild:
     versions: dict[str, str]
     commands: list[list[str]]
 
+    def discard(self) -> None:
+        """Remove the context dir (after the build, or instead of it for a dry run)."""
+        shutil.rmtree(self.context, ignore_errors=True)
+
 
 def launcher_versions() -> dict[str, str]:
     """Python, Beam and TensorFlow versions of this machine, as the Dockerfile's build args."""
@@ -109,4 +113,4 @@ def run_image_build(build: ImageBuild) -> None:
         for command in build.commands:
             subprocess.run(command, check=True)
     finally:
-        shutil.rmtree(build.context, ignore_errors=True)
+        build.discard()
