@@ -23,7 +23,7 @@ from typing import Any
 from apache_beam.ml.inference.base import ModelHandler
 
 from pipeline.handler import predict_rows
-from pipeline.model import ModelError, ServingModel, local_copy, resolve_model
+from pipeline.model import ModelError, ServingModel, local_copy, resolve_model, validate_model
 from pipeline.stream_rows import ScoredBatch, StreamBatch
 
 _LOGGER = logging.getLogger(__name__)
@@ -70,13 +70,11 @@ class LatestModel:
         if newest == self._version_uri or newest in self._rejected:
             return
         try:
+            validate_model(newest)
             model = ServingModel(local_copy(newest))
-            problems = model.signature_problems()
-        except Exception as exc:  # TensorFlow raises a zoo of types for unreadable SavedModels
-            problems = [str(exc)]
-        if problems:
+        except Exception as exc:  # ModelError, or TensorFlow's zoo of types for unreadable SavedModels
             self._rejected.add(newest)
-            _LOGGER.error("Not serving %s (keeping %s): %s", newest, self._version_uri, "; ".join(problems))
+            _LOGGER.error("Not serving %s (keeping %s): %s", newest, self._version_uri, exc)
             return
         with self._lock:
             self._model, self._version_uri = model, newest
@@ -86,9 +84,8 @@ class LatestModel:
 class StreamModelHandler(ModelHandler[StreamBatch, ScoredBatch, LatestModel]):
     """Scores one StreamBatch per model call (calls of at most `max_batch` rows).
 
-    The micro-batches are formed before RunInference (with the rows' event times alongside), so
-    RunInference's own batching is off: it would only re-batch them within a bundle, and stamp
-    its batches with the end of the global window, which sink windows cannot use.
+    The micro-batches are formed before RunInference, with the rows' event times alongside, so
+    RunInference's own batching is off: it would only join micro-batches that share a bundle.
     """
 
     def __init__(self, model_uri: str, *, max_batch: int, check_seconds: float = 10.0) -> None:

@@ -56,7 +56,15 @@ def parse_input(uri: str) -> StreamInput:
             raise StreamInputError(
                 f"{uri}: expected pubsub://projects/PROJECT/subscriptions/NAME or pubsub://projects/PROJECT/topics/NAME"
             )
-        return StreamInput(match.group(2)[:-1], path)
+        kind = match.group(2)[:-1]
+        from apache_beam.io.gcp import pubsub
+
+        try:
+            # Beam's own checks of project and resource names, before a pipeline is built.
+            (pubsub.parse_topic if kind == "topic" else pubsub.parse_subscription)(path)
+        except ValueError as exc:
+            raise StreamInputError(f"{uri}: {exc}") from exc
+        return StreamInput(kind, path)
     if uri.startswith(WATCH):
         folder = uri[len(WATCH) :]
         if not folder:
