@@ -6,12 +6,15 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
 from pipeline.config import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.config import CloudConfig
 
 _SETTINGS_HELP = (
     "Override one setting (repeatable), e.g. --set max_workers=8; `mnistkit config show` lists them. "
@@ -24,7 +27,7 @@ def settings_option(fn: Callable) -> Callable:
     return click.option("--set", "settings", multiple=True, metavar="NAME=VALUE", help=_SETTINGS_HELP)(fn)
 
 
-def resolve_config(settings: tuple[str, ...] = (), **named: Any):
+def resolve_config(settings: tuple[str, ...] = (), **named: tuple[str, Any]) -> CloudConfig:
     """The CloudConfig for a command: `--set` pairs and named options (setting → value) on top.
 
     Named options a user did not give are left out, so they do not hide env vars or the config
