@@ -7,13 +7,12 @@ from typing import Any
 import click
 
 from cli.cloud_cmds import predict_cloud_options
+from model_export.datasets import DATASETS, SPLITS
 from pipeline.choices import FORMATS, INPUT_FORMATS, RUNNERS, RUNNING_MODES
 
 # Exit status when the run finished but rejected more rows than --max-error-rate allows.
 EXIT_TOO_MANY_ERRORS = 3
-_ENV = (
-    "Every option can also be set as MNISTKIT_<COMMAND>_<OPTION>, e.g. MNISTKIT_PREDICT_MODEL=models/mnist."
-)
+_ENV = "Every option can also be set as MNISTKIT_<COMMAND>_<OPTION>, e.g. MNISTKIT_PREDICT_MODEL=models/mnist."
 
 
 @click.command(context_settings={"show_default": True}, epilog=_ENV)
@@ -51,9 +50,7 @@ _ENV = (
     show_envvar=True,
     help="Input format. Default: from the extension (.txt/.csv text, .jsonl/.json, .tfrecord).",
 )
-@click.option(
-    "--runner", type=click.Choice(RUNNERS), default="direct", show_envvar=True, help="Where to run."
-)
+@click.option("--runner", type=click.Choice(RUNNERS), default="direct", show_envvar=True, help="Where to run.")
 @click.option(
     "--workers",
     type=click.IntRange(min=0),
@@ -125,9 +122,7 @@ def predict(
     from pipeline.options import RunnerConfig
 
     if min_batch > max_batch:
-        raise click.BadParameter(
-            f"--min-batch {min_batch} exceeds --max-batch {max_batch}", param_hint="--min-batch"
-        )
+        raise click.BadParameter(f"--min-batch {min_batch} exceeds --max-batch {max_batch}", param_hint="--min-batch")
     config = PredictConfig(
         model=model,
         input=input_uri,
@@ -150,11 +145,7 @@ def predict(
     click.echo(
         f"Predicted {summary.rows_predicted:,} of {summary.rows_read:,} rows in {summary.wall_time_s:.1f} s "
         f"({summary.rows_per_s:,.0f} rows/s); rejected {summary.rows_rejected:,}"
-        + (
-            ": " + ", ".join(f"{reason} {n:,}" for reason, n in summary.rejected.items())
-            if summary.rejected
-            else ""
-        )
+        + (": " + ", ".join(f"{reason} {n:,}" for reason, n in summary.rejected.items()) if summary.rejected else "")
     )
     click.echo(f"Predictions: {config.predictions_pattern}")
     click.echo(f"Dead letters: {config.errors_pattern}")
@@ -171,12 +162,27 @@ def predict(
 @click.option(
     "--input",
     "input_uri",
-    required=True,
     metavar="URI",
     envvar="MNISTKIT_CONVERT_INPUT",
     show_envvar=True,
     help="An IDX images file (e.g. t10k-images-idx3-ubyte.gz, local), or text/JSONL/TFRecord rows "
-    "(local or gs://, globs allowed).",
+    "(local or gs://, globs allowed). Or use --dataset instead.",
+)
+@click.option(
+    "--dataset",
+    type=click.Choice(sorted(DATASETS)),
+    show_envvar=True,
+    help="Convert a dataset split instead of a file, found like `mnistkit train` finds it; "
+    "keys are the images' indices, so predictions can be scored (mnistkit evaluate --predictions).",
+)
+@click.option(
+    "--split", type=click.Choice(SPLITS), default="test", show_envvar=True, help="With --dataset: which split."
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    show_envvar=True,
+    help="With --dataset: folder holding its IDX files or mnist.npz (default: cache or download).",
 )
 @click.option(
     "--output",
@@ -185,9 +191,7 @@ def predict(
     show_envvar=True,
     help="File to write; its extension picks the format unless --format is given; .gz compresses.",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(FORMATS), default=None, show_envvar=True, help="Output format."
-)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, show_envvar=True, help="Output format.")
 @click.option(
     "--input-format",
     type=click.Choice(INPUT_FORMATS),
@@ -195,9 +199,7 @@ def predict(
     show_envvar=True,
     help="Input format; default: from the input's name.",
 )
-@click.option(
-    "--limit", type=click.IntRange(min=1), default=None, show_envvar=True, help="Convert the first N rows."
-)
+@click.option("--limit", type=click.IntRange(min=1), default=None, show_envvar=True, help="Convert the first N rows.")
 @click.option(
     "--key-start",
     type=int,
@@ -220,7 +222,10 @@ def predict(
     help="Split the output into N files (NAME-00000-of-0000N.EXT), so N workers can read a TFRecord input.",
 )
 def convert(
-    input_uri: str,
+    input_uri: str | None,
+    dataset: str | None,
+    split: str,
+    data_dir: str | None,
     output: str,
     fmt: str | None,
     input_format: str | None,
@@ -231,9 +236,14 @@ def convert(
 ) -> None:
     """Write MNIST rows as text (`key:v1,...,v784`), JSON lines or TFRecord.
 
-    From IDX files (the datasets' own format) or from any of the three formats. Text and JSON
-    values are pixel/255 written exactly; TFRecord stores the raw uint8 pixels.
+    From a dataset split, IDX files (the datasets' own format) or any of the three formats. Text
+    and JSON values are pixel/255 written exactly; TFRecord stores the raw uint8 pixels.
+
+    \b
+    Example:
+      mnistkit convert --dataset mnist --split test --output data/test.txt.gz
     """
+    from model_export.datasets import DatasetError
     from pipeline.files import InputError
     from pipeline.formats import FormatError, convert, detect_format
 
@@ -247,8 +257,11 @@ def convert(
             key_start=key_start,
             repeat=repeat,
             shards=shards,
+            dataset=dataset,
+            split=split,
+            data_dir=data_dir,
         )
-    except (InputError, FormatError) as exc:
+    except (InputError, FormatError, DatasetError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Wrote {result.rows:,} rows to {', '.join(result.files)}")
     if result.rejected:

@@ -56,8 +56,7 @@ def detect_format(uri: str) -> str:
     if fmt is None:
         known = ", ".join(sorted(_EXTENSIONS))
         raise FormatError(
-            f"Cannot tell the format of {uri} from its extension (known: {known}); "
-            f"pass --format ({'|'.join(FORMATS)})."
+            f"Cannot tell the format of {uri} from its extension (known: {known}); pass --format ({'|'.join(FORMATS)})."
         )
     return fmt
 
@@ -76,9 +75,7 @@ def _pixel_values(row: list[int]) -> bytes:
 
 def encode_text(keys: np.ndarray, pixels: np.ndarray) -> bytes:
     """Rows as `key:v1,...,v784` lines."""
-    lines = [
-        b"%d:%s" % (key, _pixel_values(row)) for key, row in zip(keys.tolist(), pixels.tolist(), strict=True)
-    ]
+    lines = [b"%d:%s" % (key, _pixel_values(row)) for key, row in zip(keys.tolist(), pixels.tolist(), strict=True)]
     return b"\n".join(lines) + b"\n" if lines else b""
 
 
@@ -125,9 +122,7 @@ def shard_paths(output: str, shards: int) -> list[str]:
     return [f"{head}{stem}-{i:05d}-of-{shards:05d}{dot}{extension}" for i in range(shards)]
 
 
-def write_rows(
-    output: str, fmt: str, chunks: Iterable[tuple[np.ndarray, np.ndarray]], shards: int = 1
-) -> list[str]:
+def write_rows(output: str, fmt: str, chunks: Iterable[tuple[np.ndarray, np.ndarray]], shards: int = 1) -> list[str]:
     """Write (keys, uint8 pixels [n, 784]) chunks as `fmt`, rows dealt round-robin over `shards` files.
 
     Each file appears only once complete (written under a temporary name, then renamed);
@@ -159,16 +154,39 @@ def write_rows(
 def idx_rows(
     path: str, limit: int | None = None, key_start: int = 0, repeat: int = 1
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(keys, uint8 pixels) chunks of an IDX images file, keyed `key_start + index`.
-
-    `repeat` yields the images that many times with fresh consecutive keys (for load tests).
-    """
+    """(keys, uint8 pixels) chunks of an IDX images file (see image_rows)."""
     from model_export.datasets import read_idx
 
-    images = read_idx(Path(path))[:limit]
+    images = read_idx(Path(path))
     pixels = images.reshape(len(images), -1)
     if pixels.shape[1] != NUM_PIXELS:
         raise FormatError(f"{path} holds {pixels.shape[1]}-pixel images, expected {NUM_PIXELS}")
+    return image_rows(pixels, limit, key_start, repeat)
+
+
+def dataset_rows(
+    dataset: str,
+    split: str,
+    data_dir: str | None = None,
+    limit: int | None = None,
+    key_start: int = 0,
+    repeat: int = 1,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(keys, uint8 pixels) chunks of a dataset split, found the way `mnistkit train` finds it."""
+    from model_export.datasets import load_dataset
+
+    images, _ = load_dataset(dataset, split, data_dir)
+    return image_rows(images.reshape(len(images), NUM_PIXELS), limit, key_start, repeat)
+
+
+def image_rows(
+    pixels: np.ndarray, limit: int | None = None, key_start: int = 0, repeat: int = 1
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(keys, uint8 pixels) chunks keyed `key_start + index`, so keys map back to labels.
+
+    `repeat` yields the images that many times with fresh consecutive keys (for load tests).
+    """
+    pixels = pixels[:limit]
     for round_ in range(repeat):
         for start in range(0, len(pixels), _CHUNK_ROWS):
             chunk = pixels[start : start + _CHUNK_ROWS]
@@ -209,7 +227,7 @@ class ConvertResult:
 
 
 def convert(
-    input_uri: str,
+    input_uri: str | None,
     output: str,
     fmt: str,
     input_format: str | None = None,
@@ -217,16 +235,27 @@ def convert(
     key_start: int = 0,
     repeat: int = 1,
     shards: int = 1,
+    dataset: str | None = None,
+    split: str = "test",
+    data_dir: str | None = None,
 ) -> ConvertResult:
-    """Convert an IDX images file or a text/JSONL/TFRecord input into `fmt` (see idx_rows, keyed_rows)."""
-    input_format = input_format or detect_format(input_uri)
+    """Convert a dataset split, an IDX images file or a text/JSONL/TFRecord input into `fmt`.
+
+    Give either `input_uri` or `dataset` (with `split` and optionally `data_dir`); see image_rows
+    and keyed_rows for how rows are keyed.
+    """
+    if (input_uri is None) == (dataset is None):
+        raise FormatError("Give either an input file or a dataset to convert, not both.")
     if fmt not in FORMATS:
         raise FormatError(f"Cannot write {fmt!r}; choose one of {', '.join(FORMATS)}.")
     result = ConvertResult()
-    if input_format == "idx":
+    input_format = "dataset" if dataset else input_format or detect_format(input_uri)
+    if input_format == "dataset":
+        rows = dataset_rows(dataset, split, data_dir, limit, key_start, repeat)
+    elif input_format == "idx":
         rows = idx_rows(input_uri, limit, key_start, repeat)
     elif repeat != 1 or key_start:
-        raise FormatError("--repeat and --key-start need an IDX input; other inputs keep their own keys.")
+        raise FormatError("--repeat and --key-start need an IDX or dataset input; other inputs keep their own keys.")
     else:
         rows = keyed_rows(input_uri, input_format, result.rejected, limit)
 
