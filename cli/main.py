@@ -32,6 +32,10 @@ def cli(verbose: int) -> None:
     """
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # Local workers' log lines are relayed as warnings (environment notes about the host, not
+        # about the run); the kit's own summary says what matters. -v brings them back.
+        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
 
 
 for _module in COMMAND_MODULES:
