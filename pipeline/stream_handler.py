@@ -81,6 +81,13 @@ class LatestModel:
         _LOGGER.warning("Now serving model version %s", newest)
 
 
+# One LatestModel per export dir (and check period) and process. Beam's own cache (`Shared`)
+# holds models weakly, and the BundleBasedDirectRunner makes a new RunInference DoFn for every
+# bundle: with nothing else holding the model, every micro-batch there would load it again.
+_LOADED: dict[tuple[str, float], LatestModel] = {}
+_LOADED_LOCK = threading.Lock()
+
+
 class StreamModelHandler(ModelHandler[StreamBatch, ScoredBatch, LatestModel]):
     """Scores one StreamBatch per model call (calls of at most `max_batch` rows).
 
@@ -95,7 +102,11 @@ class StreamModelHandler(ModelHandler[StreamBatch, ScoredBatch, LatestModel]):
         self._check_seconds = check_seconds
 
     def load_model(self) -> LatestModel:
-        return LatestModel(self._model_uri, self._check_seconds)
+        key = (self._model_uri, self._check_seconds)
+        with _LOADED_LOCK:
+            if key not in _LOADED:
+                _LOADED[key] = LatestModel(self._model_uri, self._check_seconds)
+            return _LOADED[key]
 
     def should_skip_batching(self) -> bool:
         return True

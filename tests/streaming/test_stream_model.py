@@ -81,3 +81,11 @@ def test_the_handler_scores_one_micro_batch_per_call_with_the_version_it_used(ex
     assert scored.model_version == str(first_version(export_dir))
     assert before <= scored.predicted_at <= time.time()
     assert handler.get_num_bytes(batch) == rows.images.nbytes + rows.keys.nbytes
+
+
+def test_handlers_share_one_loaded_model_per_export_dir(export_dir):
+    # The BundleBasedDirectRunner builds a handler's DoFn anew for every bundle; the model must not
+    # be loaded again each time.
+    first = StreamModelHandler(str(export_dir), max_batch=4, check_seconds=5).load_model()
+    assert StreamModelHandler(str(export_dir), max_batch=9, check_seconds=5).load_model() is first
+    assert StreamModelHandler(str(export_dir), max_batch=4, check_seconds=6).load_model() is not first
