@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from cli.cloud_cmds import cloud_errors, resolve_config, settings_option
 from cli.model_cmds import data_dir_option, dataset_option
 
 _ENV = "Every option can also be set as MNISTKIT_<COMMAND>_<OPTION>, e.g. MNISTKIT_STREAM_MAX_BATCH=10."
@@ -35,10 +36,16 @@ _ENV = "Every option can also be set as MNISTKIT_<COMMAND>_<OPTION>, e.g. MNISTK
 @click.option(
     "--output",
     required=True,
+    metavar="DIR|bq://TABLE",
+    show_envvar=True,
+    help="A folder (local or gs://) that gets one predictions-<time>-<id>.jsonl per scored micro-batch "
+    "and errors-<time>-<id>.jsonl for dead letters; or bq://project.dataset.table (rows streamed in).",
+)
+@click.option(
+    "--errors-output",
     metavar="DIR",
     show_envvar=True,
-    help="Folder (local or gs://): one predictions-<time>-<id>.jsonl per scored micro-batch, and "
-    "errors-<time>-<id>.jsonl for dead letters.",
+    help="Folder for the dead letters (errors-*.jsonl); default: --output. A bq:// output needs one.",
 )
 @click.option(
     "--max-batch",
@@ -82,24 +89,53 @@ _ENV = "Every option can also be set as MNISTKIT_<COMMAND>_<OPTION>, e.g. MNISTK
     show_envvar=True,
     help="watch:// inputs: stop once no new file has appeared for this many seconds.",
 )
+@click.option(
+    "--runner",
+    type=click.Choice(["direct", "dataflow"]),
+    default="direct",
+    show_envvar=True,
+    help="Run here, or launch a streaming job on Dataflow with the settings of `mnistkit config show`.",
+)
+@click.option("--gpu", metavar="TYPE:COUNT", help="Dataflow: GPUs per worker, e.g. t4:1; none for CPU.")
+@click.option("--max-workers", type=click.IntRange(min=1), help="Dataflow: autoscaling ceiling.")
+@click.option("--machine-type", help="Dataflow: worker machine type (default: one that fits the GPU).")
+@click.option("--job-name", help="Dataflow: job name (default: mnistkit-stream-<UTC time>).")
+@click.option(
+    "--dry-run", is_flag=True, help="Dataflow: build and stage the job, write its description, do not submit."
+)
+@settings_option
 def stream(
     model: str,
     input_uri: str,
     output: str,
+    errors_output: str | None,
     max_batch: int,
     window_seconds: float,
     poll_seconds: float,
     model_check_seconds: float,
     duration: float | None,
     idle_stop: float | None,
+    runner: str,
+    gpu: str | None,
+    max_workers: int | None,
+    machine_type: str | None,
+    job_name: str | None,
+    dry_run: bool,
+    settings: tuple[str, ...],
 ) -> None:
     """Score rows as they arrive (streaming pipeline on Apache Beam), in micro-batches.
 
     Every output row carries key, class, confidence, pred0..pred9, its event time (publish time
     or file time), the prediction time, the latency in ms and the model version. Bad rows go to
-    the dead letters with the reason. Without --duration/--idle-stop the stream runs until
-    interrupted.
+    the dead letters with the reason. Without --duration/--idle-stop a local stream runs until
+    interrupted; a Dataflow job runs until drained or cancelled.
+
+    \b
+    Example (two terminals):
+      mnistkit stream --model models/ --input watch://incoming/ --output scored/ --idle-stop 30
+      mnistkit simulate-stream --to incoming/ --rate 100 --count 2000
     """
+    from pipeline.bigquery import BigQueryError
     from pipeline.model import ModelError
     from pipeline.stream_io import StreamInputError
     from pipeline.streaming import StreamConfig, run_stream
@@ -114,11 +150,23 @@ def stream(
         model_check_seconds=model_check_seconds,
         duration=duration,
         idle=idle_stop,
+        errors_output=errors_output,
+        dataflow=_dataflow(job_name, dry_run, gpu, max_workers, machine_type, settings)
+        if runner == "dataflow"
+        else None,
     )
     try:
         result = run_stream(config)
-    except (StreamInputError, ModelError) as exc:
+    except (StreamInputError, ModelError, BigQueryError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if config.dataflow is not None:
+        if result.job_id:
+            click.echo(f"Submitted Dataflow streaming job {config.dataflow.job_name}: {result.job_id}")
+            click.echo(f"Console: {result.console_url}")
+        else:
+            click.echo(f"Dry run: job {config.dataflow.job_name} built and staged, not submitted")
+            click.echo(f"Job description: {result.template_location}")
+        return
     summary = result.summary
     click.echo(
         f"Predicted {summary.rows_predicted:,} of {summary.rows_read:,} rows; rejected {summary.rows_rejected:,}"
@@ -127,7 +175,31 @@ def stream(
     if result.latency_ms:
         latency = result.latency_ms
         click.echo(f"Latency ms: min {latency['min']:,}, mean {latency['mean']:,}, max {latency['max']:,}")
-    click.echo(f"Outputs: {output}/predictions-*.jsonl, {output}/errors-*.jsonl")
+    click.echo(f"Predictions: {output if output.startswith('bq://') else output + '/predictions-*.jsonl'}")
+    click.echo(f"Dead letters: {config.errors_folder}/errors-*.jsonl")
+
+
+@cloud_errors
+def _dataflow(
+    job_name: str | None,
+    dry_run: bool,
+    gpu: str | None,
+    max_workers: int | None,
+    machine_type: str | None,
+    settings: tuple[str, ...],
+):
+    """The DataflowRunnerConfig of `stream --runner dataflow`, from the cloud settings and flags."""
+    from pipeline.dataflow import DataflowRunnerConfig, default_job_name, dry_run_location
+
+    cloud = resolve_config(
+        settings,
+        gpu=("gpu", gpu),
+        max_workers=("max_workers", max_workers),
+        machine_type=("machine_type", machine_type),
+    )
+    job_name = job_name or default_job_name("mnistkit-stream")
+    location = dry_run_location(cloud, job_name) if dry_run else None
+    return DataflowRunnerConfig(cloud, job_name=job_name, template_location=location)
 
 
 @click.command(name="simulate-stream", context_settings={"show_default": True}, epilog=_ENV)

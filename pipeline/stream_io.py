@@ -12,6 +12,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,8 +23,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline import accounting
+from pipeline.bigquery import PREDICTIONS_SCHEMA, TableRef
 from pipeline.rows import DeadLetter
 from pipeline.stream_rows import LATENCY_MS, ScoredBatch, output_rows
+from pipeline.transforms import DEAD_LETTERS
 from pipeline.watch import StopPolicy, WatchFolder, folder_pattern
 
 PUBSUB = "pubsub://"
@@ -122,13 +125,17 @@ def write_jsonl(folder: str, prefix: str, first_event: float, content_id: str, l
     return final
 
 
+def _latency_metric() -> Any:
+    return Metrics.distribution(accounting.NAMESPACE, LATENCY_MS)
+
+
 class _WriteFiles(beam.DoFn):
     """Scored micro-batches → one predictions file each (plus an errors file for model failures);
     lists of dead letters → one errors file each."""
 
     def __init__(self, folder: str) -> None:
         self._folder = folder
-        self._latency = Metrics.distribution(accounting.NAMESPACE, LATENCY_MS)
+        self._latency = _latency_metric()
 
     def setup(self) -> None:
         if "://" not in self._folder:
@@ -143,7 +150,6 @@ class _WriteFiles(beam.DoFn):
                 write_jsonl(
                     self._folder, "predictions", batch.event_times.min(), content, [json.dumps(r) for r in rows]
                 )
-                accounting.count_predicted(len(rows))
                 for row in rows:
                     self._latency.update(int(row[LATENCY_MS]))
         else:
@@ -172,3 +178,58 @@ class WriteStreamFiles(beam.PTransform):
         # consumer of a Flatten until its slowest input (the polling source) has finished.
         for i, pcoll in enumerate(outputs):
             _ = pcoll | f"Write{i}" >> beam.ParDo(_WriteFiles(self._folder))
+
+
+# The predictions table's columns, then the timing columns every streamed row carries.
+STREAM_PREDICTIONS_SCHEMA = {
+    "fields": [
+        *PREDICTIONS_SCHEMA["fields"],
+        {"name": "event_time", "type": "TIMESTAMP", "mode": "NULLABLE"},
+        {"name": "prediction_time", "type": "TIMESTAMP", "mode": "NULLABLE"},
+        {"name": LATENCY_MS, "type": "FLOAT", "mode": "NULLABLE"},
+        {"name": "model_version", "type": "STRING", "mode": "NULLABLE"},
+    ]
+}
+
+
+class _TableRows(beam.DoFn):
+    """Scored micro-batches → table rows (main) and lists of dead letters (model failures)."""
+
+    def __init__(self) -> None:
+        self._latency = _latency_metric()
+
+    def process(self, scored: ScoredBatch) -> Iterator[dict[str, Any] | beam.pvalue.TaggedOutput]:
+        rows, dead = output_rows(scored)
+        for row in rows:
+            self._latency.update(int(row[LATENCY_MS]))
+            yield row
+        if dead:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead)
+
+
+class WriteStreamBigQuery(beam.PTransform):
+    """Scored micro-batches → rows of `table` (created if needed, streamed in as they come);
+    dead-letter lists → `errors_folder/errors-*.jsonl`.
+
+    The table takes the predictions table's columns plus event_time, prediction_time,
+    latency_ms and model_version: append to a table of its own, or add those (NULLABLE) columns
+    to the batch predictions table first.
+    """
+
+    def __init__(self, table: TableRef, errors_folder: str) -> None:
+        super().__init__()
+        self._table = table
+        self._errors_folder = errors_folder.rstrip("/")
+
+    def expand(self, outputs: tuple[beam.PCollection, ...]) -> None:
+        scored, *dead_letters = outputs
+        rows = scored | "ToRows" >> beam.ParDo(_TableRows()).with_outputs(DEAD_LETTERS, main="main")
+        _ = rows.main | "Write" >> beam.io.WriteToBigQuery(
+            table=self._table.spec,
+            schema=STREAM_PREDICTIONS_SCHEMA,
+            create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
+            write_disposition=beam.io.BigQueryDisposition.WRITE_APPEND,
+            method=beam.io.WriteToBigQuery.Method.STREAMING_INSERTS,
+        )
+        for i, pcoll in enumerate([rows[DEAD_LETTERS], *dead_letters]):
+            _ = pcoll | f"WriteErrors{i}" >> beam.ParDo(_WriteFiles(self._errors_folder))

@@ -9,9 +9,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from model_export.model import NUM_CLASSES
+from pipeline.bigquery import prediction_rows
 from pipeline.parsing import parse_jsonl
-from pipeline.rows import DeadLetter, ParsedBatch, Reason
+from pipeline.rows import DeadLetter, ParsedBatch, PredictionBatch, Reason
 
 LATENCY_MS = "latency_ms"
 
@@ -81,34 +81,30 @@ def iso_time(seconds: float) -> str:
 
 
 def output_rows(scored: ScoredBatch) -> tuple[list[dict[str, Any]], list[DeadLetter]]:
-    """The output rows of a scored micro-batch, and dead letters for the rows the model failed on.
+    """The output rows of a scored micro-batch (counted as predicted), and dead letters for the rows
+    the model failed on.
 
-    A row: key, class, confidence, pred0..pred9 (as in batch predictions), then event_time,
-    prediction_time, latency_ms and model_version.
+    A row: key, class, confidence, pred0..pred9 (the predictions table's columns), then
+    event_time, prediction_time, latency_ms and model_version.
     """
-    rows = scored.batch.rows
-    confidences = scored.probabilities[np.arange(len(rows)), scored.classes].tolist()
-    probabilities = scored.probabilities.tolist()
-    latencies = ((scored.predicted_at - scored.batch.event_times) * 1000).tolist()
+    rows, times = scored.batch.rows, scored.batch.event_times
+    ok = np.ones(len(rows), bool)
+    ok[list(scored.errors)] = False
+    scored_ok = PredictionBatch(rows.keys[ok], scored.classes[ok], scored.probabilities[ok])
+    latencies = ((scored.predicted_at - times[ok]) * 1000).tolist()
     predicted_at = iso_time(scored.predicted_at)
-    out: list[dict[str, Any]] = []
-    dead: list[DeadLetter] = []
-    for i, (key, cls, event_time) in enumerate(
-        zip(rows.keys.tolist(), scored.classes.tolist(), scored.batch.event_times.tolist(), strict=True)
-    ):
-        if i in scored.errors:
-            dead.append(DeadLetter.of(rows.sources[i], rows.row_text(i), Reason.INFERENCE_ERROR, scored.errors[i]))
-            continue
-        out.append(
-            {
-                "key": key,
-                "class": cls,
-                "confidence": confidences[i],
-                **{f"pred{d}": probabilities[i][d] for d in range(NUM_CLASSES)},
-                "event_time": iso_time(event_time),
-                "prediction_time": predicted_at,
-                LATENCY_MS: round(latencies[i], 3),
-                "model_version": scored.model_version,
-            }
-        )
+    out = [
+        {
+            **row,
+            "event_time": iso_time(event_time),
+            "prediction_time": predicted_at,
+            LATENCY_MS: round(latency, 3),
+            "model_version": scored.model_version,
+        }
+        for row, event_time, latency in zip(prediction_rows(scored_ok), times[ok].tolist(), latencies, strict=True)
+    ]
+    dead = [
+        DeadLetter.of(rows.sources[i], rows.row_text(i), Reason.INFERENCE_ERROR, message)
+        for i, message in sorted(scored.errors.items())
+    ]
     return out, dead

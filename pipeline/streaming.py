@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -32,10 +34,18 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import accounting
 from pipeline.accounting import Summary, query_counters
+from pipeline.bigquery import is_bigquery, parse_table
 from pipeline.model import validate_model
 from pipeline.options import FN_API_RUNNER
 from pipeline.stream_handler import StreamModelHandler
-from pipeline.stream_io import StreamInput, StreamInputError, WriteStreamFiles, parse_input, read_stream
+from pipeline.stream_io import (
+    StreamInput,
+    StreamInputError,
+    WriteStreamBigQuery,
+    WriteStreamFiles,
+    parse_input,
+    read_stream,
+)
 from pipeline.stream_rows import LATENCY_MS, StreamBatch, StreamRecord, parse_micro_batch
 from pipeline.transforms import DEAD_LETTERS
 from pipeline.watch import StopPolicy
@@ -133,7 +143,19 @@ class StreamConfig:
     model_check_seconds: float = 10.0
     duration: float | None = None
     idle: float | None = None
+    errors_output: str | None = None
     dataflow: Any = None
+
+    @property
+    def errors_folder(self) -> str:
+        """Where dead letters go: --errors-output, else the output folder (a bq:// output needs one)."""
+        if self.errors_output:
+            return self.errors_output
+        if is_bigquery(self.output):
+            raise StreamInputError(
+                f"--output {self.output} is a table: name a folder for the dead letters (--errors-output)"
+            )
+        return self.output
 
 
 def stream_pipeline_args(source: StreamInput, dataflow: Any = None) -> list[str]:
@@ -164,34 +186,41 @@ def build_stream_pipeline(
     outputs = [scored.scored, scored.dead_letters]
     if source_dead is not None:
         outputs.append(source_dead | "ListSourceErrors" >> beam.Map(lambda letter: [letter]))
-    _ = tuple(outputs) | "Write" >> WriteStreamFiles(config.output)
+    if is_bigquery(config.output):
+        sink = WriteStreamBigQuery(parse_table(config.output), config.errors_folder)
+    else:
+        sink = WriteStreamFiles(config.output)
+    _ = tuple(outputs) | "Write" >> sink
 
 
 @dataclass(frozen=True)
 class StreamResult:
-    """A local run's row counts and latencies (ms), or the id of a launched Dataflow job."""
+    """A local run's row counts and latencies (ms), or the Dataflow job it launched (or staged)."""
 
     summary: Summary | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
     job_id: str | None = None
+    console_url: str | None = None
+    template_location: str | None = None
 
 
 def run_stream(config: StreamConfig) -> StreamResult:
-    """Check the input and the model, then run the stream (locally until it stops) or launch it.
+    """Check the input, outputs and model, then run the stream here (until it stops) or launch it
+    on Dataflow.
 
-    Raises StreamInputError or ModelError before anything runs.
+    Raises StreamInputError, BigQueryError or ModelError before anything runs.
     """
     started = time.monotonic()
     source = parse_input(config.input)
     _check_folders(config, source)
-    # The model check loads the newest version; the stream serves the export dir itself, so
-    # that newer versions are picked up as they appear.
+    # The check reads the newest version; the stream serves the export dir itself, so that
+    # newer versions are picked up as they appear.
     model = validate_model(config.model)
-    pipeline = beam.Pipeline(options=PipelineOptions(stream_pipeline_args(source, config.dataflow)))
+    if config.dataflow is not None:
+        return _launch(config, source)
+    pipeline = beam.Pipeline(options=PipelineOptions(stream_pipeline_args(source)))
     build_stream_pipeline(pipeline, config)
     result = pipeline.run()
-    if config.dataflow is not None:
-        return StreamResult(job_id=result.job_id())
     _LOGGER.info("Streaming %s through model %s into %s", config.input, model.uri, config.output)
     if source.is_pubsub and config.duration is not None:
         time.sleep(config.duration)
@@ -209,17 +238,37 @@ def run_stream(config: StreamConfig) -> StreamResult:
     return StreamResult(summary, _latency(result))
 
 
+def _launch(config: StreamConfig, source: StreamInput) -> StreamResult:
+    """Submit the stream to Dataflow (or only build and stage it, given a template location)."""
+    from pipeline.dataflow import build_code_wheel, console_url
+    from pipeline.doctor import require_gpu_quota
+
+    runner = config.dataflow
+    require_gpu_quota(runner.config)
+    with tempfile.TemporaryDirectory(prefix="mnistkit-code-") as tmp:
+        runner = replace(runner, code_wheel=str(build_code_wheel(Path(tmp))))
+        pipeline = beam.Pipeline(options=PipelineOptions(stream_pipeline_args(source, runner)))
+        build_stream_pipeline(pipeline, replace(config, dataflow=runner))
+        result = pipeline.run()
+    job_id = result.job_id() if result.has_job else None
+    cloud = runner.config
+    return StreamResult(
+        job_id=job_id,
+        console_url=console_url(cloud.project_id, cloud.region, job_id) if job_id else None,
+        template_location=runner.template_location,
+    )
+
+
 def _check_folders(config: StreamConfig, source: StreamInput) -> None:
+    folders = [config.errors_folder] + ([] if is_bigquery(config.output) else [config.output])
     if source.is_pubsub:
         return
     watched = source.path.rstrip("/")
     if "://" not in watched and not any(c in watched for c in "*?[") and not os.path.isdir(watched):
         raise StreamInputError(f"watch://{watched}: no such folder (create it, or check the path)")
-    output = config.output.rstrip("/")
-    if output == watched or output.startswith(watched + "/"):
-        raise StreamInputError(
-            f"--output {config.output} lies in the watched folder; the stream would read its own rows"
-        )
+    for folder in folders:
+        if folder.rstrip("/") == watched or folder.startswith(watched + "/"):
+            raise StreamInputError(f"{folder} lies in the watched folder; the stream would read its own outputs")
 
 
 def _latency(result: Any) -> dict[str, float]:

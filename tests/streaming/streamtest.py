@@ -69,3 +69,19 @@ def run_test_stream(stream: EventStream, model: str, out: Path, *, max_batch: in
         scored = pipeline | stream | ScoreStream(handler, max_batch, window, clock=frozen_clock)
         _ = (scored.scored, scored.dead_letters) | WriteStreamFiles(str(out))
     return read_outputs(out)
+
+
+def applied_transforms(pipeline: beam.Pipeline, kind: type) -> list:
+    """The transforms of type `kind` in a built (not run) pipeline, composites included."""
+    found = []
+
+    class Visitor(beam.pipeline.PipelineVisitor):
+        def enter_composite_transform(self, node):
+            if isinstance(node.transform, kind):
+                found.append(node.transform)
+
+        def visit_transform(self, node):
+            self.enter_composite_transform(node)
+
+    pipeline.visit(Visitor())
+    return found

@@ -11,6 +11,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.io.gcp.pubsub import ReadFromPubSub
 from apache_beam.utils.timestamp import Timestamp
+from streamtest import applied_transforms
 
 from pipeline.stream_io import StreamInput, StreamInputError, parse_input, write_jsonl
 from pipeline.streaming import BUNDLE_BASED_RUNNER, StreamConfig, build_stream_pipeline, stream_pipeline_args
@@ -83,21 +84,6 @@ def test_a_watcher_stops_after_its_duration_or_when_idle():
     assert not never_idle.can_stop_polling(start + 9.9, never_idle.for_new_input(start, "in/*"))
 
 
-def _applied(pipeline: beam.Pipeline, kind: type) -> list:
-    found = []
-
-    class Visitor(beam.pipeline.PipelineVisitor):
-        def enter_composite_transform(self, node):
-            if isinstance(node.transform, kind):
-                found.append(node.transform)
-
-        def visit_transform(self, node):
-            self.enter_composite_transform(node)
-
-    pipeline.visit(Visitor())
-    return found
-
-
 @pytest.mark.parametrize(
     ("uri", "subscription", "topic"),
     [
@@ -110,7 +96,7 @@ def test_a_pubsub_stream_reads_messages_with_their_publish_time(uri, subscriptio
     assert stream_pipeline_args(parse_input(uri)) == [f"--runner={BUNDLE_BASED_RUNNER}", "--streaming"]
     pipeline = beam.Pipeline()
     build_stream_pipeline(pipeline, config)
-    (read,) = _applied(pipeline, ReadFromPubSub)
+    (read,) = applied_transforms(pipeline, ReadFromPubSub)
     source = read._source
     assert (source.full_subscription, source.full_topic) == (subscription, topic)
     # Attributes carry the message id (the dead letters' source); no timestamp attribute means

@@ -102,5 +102,5 @@ def test_rows_dropped_in_a_folder_are_scored_as_they_arrive_and_a_new_model_take
 def test_a_missing_folder_or_an_output_inside_the_watched_one_is_refused(exported_model, tmp_path):
     with pytest.raises(StreamInputError, match="no such folder"):
         run_stream(StreamConfig(str(exported_model), f"watch://{tmp_path / 'nope'}", str(tmp_path / "out")))
-    with pytest.raises(StreamInputError, match="read its own rows"):
+    with pytest.raises(StreamInputError, match="read its own outputs"):
         run_stream(StreamConfig(str(exported_model), f"watch://{tmp_path}", str(tmp_path / "out")))
