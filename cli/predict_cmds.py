@@ -61,9 +61,10 @@ _ENV = "Every option can also be set as MNISTKIT_<COMMAND>_<OPTION>, e.g. MNISTK
 @click.option(
     "--running-mode",
     type=click.Choice(RUNNING_MODES),
-    default="multi_processing",
+    default="multi_threading",
     show_envvar=True,
-    help="Local workers as processes (fastest), threads of one process, or in this process (debugging).",
+    help="Local workers as threads of one process (one TensorFlow start-up), one process each "
+    "(pays off on many cores and big inputs), or a single in-process worker (debugging).",
 )
 @click.option(
     "--min-batch",

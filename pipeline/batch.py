@@ -91,9 +91,7 @@ class PredictConfig:
         return f"{self.report_prefix}-summary.json"
 
 
-def build_pipeline(
-    pipeline: beam.Pipeline, config: PredictConfig, fmt: str, handler: SavedModelHandler
-) -> None:
+def build_pipeline(pipeline: beam.Pipeline, config: PredictConfig, fmt: str, handler: SavedModelHandler) -> None:
     """Add the read → parse → predict → write steps of `config` to `pipeline`."""
     desired_splits = _SPLITS_PER_WORKER * config.runner.worker_count
     if bigquery.is_bigquery(config.input):
@@ -120,8 +118,7 @@ def build_pipeline(
         (read[DEAD_LETTERS], parsed[DEAD_LETTERS], predicted[DEAD_LETTERS])
         | "AllDeadLetters" >> beam.Flatten()
         | "DeadLettersToJson" >> beam.Map(dead_letter_to_json)
-        | "WriteDeadLetters"
-        >> beam.io.WriteToText(f"{config.report_prefix}-errors", file_name_suffix=".jsonl")
+        | "WriteDeadLetters" >> beam.io.WriteToText(f"{config.report_prefix}-errors", file_name_suffix=".jsonl")
     )
 
 
@@ -169,27 +166,22 @@ def start_predict(config: PredictConfig) -> StartedRun:
     """Check the inputs, the model and the outputs, and start the pipeline (as run_predict)."""
     started = time.monotonic()
     if bigquery.is_bigquery(config.output) and not config.errors_output:
-        raise bigquery.BigQueryError(
-            "a BigQuery output needs --errors-output, a prefix for dead letters and summary"
-        )
+        raise bigquery.BigQueryError("a BigQuery output needs --errors-output, a prefix for dead letters and summary")
     if bigquery.is_bigquery(config.input):
         fmt = bigquery.SOURCE_FORMAT
     else:
         fmt = config.format or detect_format(config.input)
         match_files(config.input)
     if fmt not in FORMATS:
-        raise FormatError(
-            f"predict reads {', '.join(FORMATS)}; convert {fmt} inputs first (mnistkit convert)."
-        )
+        raise FormatError(f"predict reads {', '.join(FORMATS)}; convert {fmt} inputs first (mnistkit convert).")
     model = validate_model(config.model)
     _clear_outputs(config)
-    threads = config.runner.tf_intra_op_threads
     handler = SavedModelHandler(
         model.uri,
         min_batch_size=config.min_batch,
         max_batch_size=config.max_batch,
-        intra_op_threads=threads,
-        inter_op_threads=1 if threads else 0,
+        intra_op_threads=config.runner.tf_intra_op_threads,
+        inter_op_threads=config.runner.tf_inter_op_threads,
     )
     pipeline = beam.Pipeline(options=config.runner.pipeline_options())
     build_pipeline(pipeline, config, fmt, handler)
@@ -206,7 +198,6 @@ def _clear_outputs(config: PredictConfig) -> None:
     if not config.overwrite:
         shown = ", ".join(sorted(existing)[:3]) + (", ..." if len(existing) > 3 else "")
         raise OutputExistsError(
-            f"Outputs of an earlier run exist ({shown}); pass --overwrite to replace them "
-            "or choose another --output."
+            f"Outputs of an earlier run exist ({shown}); pass --overwrite to replace them or choose another --output."
         )
     FileSystems.delete(existing)

@@ -3,6 +3,10 @@
 Everything goes through Beam's FileSystems, never TensorFlow's own gs:// support: that one ignores
 storage emulators and may be missing from a TensorFlow build, while FileSystems works the same
 for local paths, gs:// and whatever filesystem a later runner brings.
+
+The pre-flight check reads the signature from saved_model.pb with TensorBoard's copies of the
+TensorFlow protos, without importing TensorFlow: that import costs ~3 s of CPU, and TensorFlow
+must not start in the launching process before the pipeline has sized its thread pools.
 """
 
 from __future__ import annotations
@@ -121,18 +125,8 @@ class ServingModel:
         # Keep the loaded object alive: the signature function only holds weak references to the
         # variables it reads.
         self._loaded = tf.saved_model.load(path)
-        signatures = self._loaded.signatures
-        if SIGNATURE_NAME not in signatures:
-            found = ", ".join(signatures) or "none"
-            raise ModelError(f"Model {path} has no `{SIGNATURE_NAME}` signature (found: {found}).")
-        self._function = signatures[SIGNATURE_NAME]
+        self._function = self._loaded.signatures[SIGNATURE_NAME]
         self._tf = tf
-
-    def signature_problems(self) -> list[str]:
-        """How the serving signature departs from the contract; empty when it matches."""
-        _, inputs = self._function.structured_input_signature
-        problems = _spec_problems("input", inputs, SIGNATURE_INPUTS)
-        return problems + _spec_problems("output", self._function.structured_outputs, SIGNATURE_OUTPUTS)
 
     def __call__(self, keys: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tf = self._tf
@@ -140,29 +134,89 @@ class ServingModel:
         return outputs["probabilities"].numpy(), outputs["class"].numpy()
 
 
+def read_signature(version_uri: str) -> tuple[dict[str, tuple[str, list]], dict[str, tuple[str, list]]]:
+    """The serving signature's inputs and outputs, name → (dtype, shape), from saved_model.pb."""
+    from google.protobuf.message import DecodeError
+    from tensorboard.compat.proto.meta_graph_pb2 import MetaGraphDef
+
+    path = FileSystems.join(version_uri, _SAVED_MODEL_FILE)
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        data = f.read()
+    try:
+        graphs = [MetaGraphDef.FromString(field) for field in _fields(data, _META_GRAPHS_FIELD)]
+    except (DecodeError, IndexError, ValueError) as exc:
+        raise ModelError(f"{path} is not a SavedModel ({exc}).") from exc
+    signatures = {name: sig for graph in graphs for name, sig in graph.signature_def.items()}
+    if SIGNATURE_NAME not in signatures:
+        found = ", ".join(signatures) or "none"
+        raise ModelError(f"Model {version_uri} has no `{SIGNATURE_NAME}` signature (found: {found}).")
+    signature = signatures[SIGNATURE_NAME]
+    return _specs(signature.inputs), _specs(signature.outputs)
+
+
+# SavedModel is `{int64 saved_model_schema_version = 1; repeated MetaGraphDef meta_graphs = 2;}`;
+# TensorBoard ships MetaGraphDef but not this two-field wrapper, so it is walked by hand.
+_META_GRAPHS_FIELD = 2
+
+
+def _fields(data: bytes, number: int) -> list[bytes]:
+    """The payloads of length-delimited field `number` at the top level of a protobuf message."""
+    found, position = [], 0
+    while position < len(data):
+        tag, position = _varint(data, position)
+        wire_type = tag & 7
+        if wire_type == 0:
+            _, position = _varint(data, position)
+        elif wire_type == 2:
+            length, position = _varint(data, position)
+            if tag >> 3 == number:
+                found.append(data[position : position + length])
+            position += length
+        else:
+            raise ValueError(f"unexpected wire type {wire_type}")
+    return found
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+
+
+def _specs(tensors) -> dict[str, tuple[str, list]]:
+    from tensorboard.compat.proto.types_pb2 import DataType
+
+    names = {"DT_FLOAT": "float32", "DT_DOUBLE": "float64", "DT_HALF": "float16"}
+    specs = {}
+    for name, info in tensors.items():
+        dtype = DataType.Name(info.dtype)
+        shape = (
+            None if info.tensor_shape.unknown_rank else [d.size if d.size >= 0 else None for d in info.tensor_shape.dim]
+        )
+        specs[name] = (names.get(dtype, dtype.removeprefix("DT_").lower()), shape)
+    return specs
+
+
 def _spec_problems(kind: str, specs: dict, expected: dict[str, tuple[str, list]]) -> list[str]:
     problems = []
     for name, (dtype, shape) in expected.items():
-        spec = specs.get(name)
-        if spec is None:
+        if name not in specs:
             problems.append(f"{kind} `{name}` is missing")
-        elif spec.dtype.name != dtype or spec.shape.as_list() != shape:
-            problems.append(
-                f"{kind} `{name}` is {spec.dtype.name} {spec.shape.as_list()}, expected {dtype} {shape}"
-            )
+        elif specs[name] != (dtype, shape):
+            problems.append(f"{kind} `{name}` is {specs[name][0]} {specs[name][1]}, expected {dtype} {shape}")
     return problems
 
 
 def validate_model(uri: str) -> ModelInfo:
-    """Resolve, load and check the model at `uri`, or raise one ModelError that says what is wrong."""
+    """Resolve the model at `uri` and check its serving signature, or raise one ModelError saying what is wrong."""
     version_uri = resolve_model(uri)
-    try:
-        model = ServingModel(local_copy(version_uri))
-    except ModelError:
-        raise
-    except Exception as exc:  # TensorFlow raises a zoo of types for unreadable SavedModels
-        raise ModelError(f"Cannot load the SavedModel at {version_uri}: {exc}") from exc
-    problems = model.signature_problems()
+    inputs, outputs = read_signature(version_uri)
+    problems = _spec_problems("input", inputs, SIGNATURE_INPUTS) + _spec_problems("output", outputs, SIGNATURE_OUTPUTS)
     if problems:
         raise ModelError(
             f"Model {version_uri} does not match the serving contract: {'; '.join(problems)}. "

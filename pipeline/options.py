@@ -2,8 +2,13 @@
 
 Locally the kit pins Beam's FnApiRunner by its fully-qualified name. The plain DirectRunner
 would try Prism first, which downloads a binary from GitHub at run time: offline that fails
-(or hangs) before falling back. FnApiRunner runs bundles on `direct_num_workers` workers;
-`multi_processing` gives each its own process, so parsing and inference use every core.
+(or hangs) before falling back. FnApiRunner runs bundles on `direct_num_workers` workers.
+
+The default runs them as threads of one process (`multi_threading`): parsing (pyarrow) and the
+model (TensorFlow) release the GIL, so threads use every core, while the process imports
+TensorFlow and loads the model once. Worker processes (`multi_processing`) pay that start-up
+(~4 s of CPU) once per core; on 2 cores and 100k rows that cost 20 % more CPU time
+(docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ class RunnerConfig:
 
     runner: str = "direct"
     workers: int = 0
-    running_mode: str = "multi_processing"
+    running_mode: str = "multi_threading"
     extra_args: Sequence[str] = ()
 
     @property
@@ -39,25 +44,35 @@ class RunnerConfig:
 
     @property
     def tf_intra_op_threads(self) -> int:
-        """TensorFlow threads per worker process: the cores divided among the processes.
+        """TensorFlow threads inside one op: the cores shared out among the workers.
 
-        Worker threads of one process share TensorFlow's pools, so only separate processes need
-        their pools narrowed; 0 keeps TensorFlow's default.
+        Each worker (process or thread) drives its own model calls, so more threads per op than
+        that only oversubscribe the CPU; 0 (a single worker) keeps TensorFlow's default.
         """
-        if self.running_mode != "multi_processing":
+        if self.worker_count == 1:
             return 0
         return max(1, available_cores() // self.worker_count)
 
-    def pipeline_options(self) -> PipelineOptions:
+    @property
+    def tf_inter_op_threads(self) -> int:
+        """TensorFlow threads running ops: one per worker thread of a process, so that concurrent
+        model calls of `multi_threading` workers do not queue behind each other."""
+        if self.worker_count == 1:
+            return 0
+        return self.worker_count if self.running_mode == "multi_threading" else 1
+
+    def flags(self) -> list[str]:
+        """The command-line form of these options (what `pipeline_options` parses)."""
         if self.runner not in RUNNERS:
             raise ValueError(f"unknown runner {self.runner!r}; choose one of {', '.join(RUNNERS)}")
         if self.running_mode not in RUNNING_MODES:
             raise ValueError(f"unknown running mode {self.running_mode!r}")
-        return PipelineOptions(
-            [
-                f"--runner={FN_API_RUNNER}",
-                f"--direct_running_mode={self.running_mode}",
-                f"--direct_num_workers={self.worker_count}",
-                *self.extra_args,
-            ]
-        )
+        return [
+            f"--runner={FN_API_RUNNER}",
+            f"--direct_running_mode={self.running_mode}",
+            f"--direct_num_workers={self.worker_count}",
+            *self.extra_args,
+        ]
+
+    def pipeline_options(self) -> PipelineOptions:
+        return PipelineOptions(self.flags())

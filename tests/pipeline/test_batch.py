@@ -48,9 +48,7 @@ def test_all_formats_agree(fmt, tmp_path, exported_model, inputs, text_run, run_
     assert predictions.keys() == text_predictions.keys()
     keys = sorted(predictions)
     assert [predictions[k]["class"] for k in keys] == [text_predictions[k]["class"] for k in keys]
-    np.testing.assert_allclose(
-        _probabilities(predictions, keys), _probabilities(text_predictions, keys), atol=1e-6
-    )
+    np.testing.assert_allclose(_probabilities(predictions, keys), _probabilities(text_predictions, keys), atol=1e-6)
 
 
 def test_the_summary_file_is_what_run_predict_returned(text_run):

@@ -54,9 +54,7 @@ def test_too_many_rejected_rows_fail_the_run(tmp_path, exported_model, text_inpu
         (["--input", "{tmp}"], "Cannot tell the format"),
     ],
 )
-def test_bad_arguments_are_one_clear_error_before_any_work(
-    args, message, tmp_path, exported_model, text_input
-):
+def test_bad_arguments_are_one_clear_error_before_any_work(args, message, tmp_path, exported_model, text_input):
     base = {
         "--model": str(exported_model),
         "--input": str(text_input),

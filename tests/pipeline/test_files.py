@@ -33,9 +33,7 @@ def test_any_cut_points_read_every_line_exactly_once(tmp_path, tiny_blocks):
     rng = random.Random(3)
     path = tmp_path / "f.txt"
     for _ in range(300):
-        lines = [
-            bytes(rng.choice(b"ab:,") for _ in range(rng.randint(0, 12))) for _ in range(rng.randint(0, 25))
-        ]
+        lines = [bytes(rng.choice(b"ab:,") for _ in range(rng.randint(0, 12))) for _ in range(rng.randint(0, 25))]
         data = b"\n".join(lines) + rng.choice([b"", b"\n"])
         path.write_bytes(data)
         expected = data.split(b"\n")
@@ -78,9 +76,7 @@ def test_plan_cuts_big_text_files_into_even_ranges(tmp_path, monkeypatch):
     assert [r.start for r in big][0] == 0 and big[-1].stop == 2000 and len(big) > 5
     assert all(a.stop == b.start for a, b in zip(big, big[1:], strict=False))
     assert [r for r in ranges if r.path.endswith("b.txt")] == [FileRange(str(tmp_path / "b.txt"))]
-    assert plan_ranges(str(tmp_path / "*.tfrecord"), "tfrecord", 10) == [
-        FileRange(str(tmp_path / "c.tfrecord"))
-    ]
+    assert plan_ranges(str(tmp_path / "*.tfrecord"), "tfrecord", 10) == [FileRange(str(tmp_path / "c.tfrecord"))]
 
 
 def test_a_pattern_matching_nothing_is_a_clear_error(tmp_path):

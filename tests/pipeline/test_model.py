@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from pipeline.model import ModelError, resolve_model, validate_model
+from pipeline.model import ModelError, read_signature, resolve_model, validate_model
 
 
 def test_the_newest_numeric_version_is_served(tmp_path, exported_model):
@@ -21,6 +21,7 @@ def test_the_newest_numeric_version_is_served(tmp_path, exported_model):
 
 def test_a_valid_export_passes_with_its_metadata(exported_model):
     info = validate_model(str(exported_model))
+    assert read_signature(info.uri)[0] == {"key": ("int64", [None]), "image": ("float32", [None, 784])}
     assert info.uri.startswith(str(exported_model)) and info.version.isdigit()
     assert info.metadata["dataset"] == "mnist"
 
@@ -33,7 +34,7 @@ def test_a_missing_model_says_where_it_looked(tmp_path):
 def test_a_broken_saved_model_is_a_model_error(tmp_path):
     (tmp_path / "1").mkdir()
     (tmp_path / "1" / "saved_model.pb").write_bytes(b"not a protobuf")
-    with pytest.raises(ModelError, match="Cannot load the SavedModel"):
+    with pytest.raises(ModelError, match="is not a SavedModel"):
         validate_model(str(tmp_path))
 
 
