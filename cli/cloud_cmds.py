@@ -260,24 +260,70 @@ def predict_cloud_options(fn: Callable) -> Callable:
             help="A bq:// --output: add the predictions to the table, or replace its rows (needs a gs:// "
             "temp_location).",
         ),
-        click.option("--gpu", metavar="TYPE:COUNT", help="Dataflow: GPUs per worker, e.g. t4:1 or l4:1; none for CPU."),
-        click.option("--max-workers", type=click.IntRange(min=1), help="Dataflow: autoscaling ceiling."),
-        click.option("--machine-type", help="Dataflow: worker machine type (default: one that fits the GPU)."),
-        click.option("--job-name", help="Dataflow: job name (default: mnistkit-predict-<UTC time>)."),
-        click.option(
-            "--dry-run",
-            is_flag=True,
-            help="Dataflow: build and stage the job and write its description, but do not submit it.",
-        ),
+        dataflow_options("mnistkit-predict"),
         click.option("--wait", is_flag=True, help="Dataflow: wait for the job, then write the summary."),
-        settings_option,
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
+def dataflow_options(job_prefix: str) -> Callable[[Callable], Callable]:
+    """The options of every Dataflow launch (see dataflow_runner): GPUs, scale, job name, dry run, --set."""
+    options = [
+        click.option("--gpu", metavar="TYPE:COUNT", help="Dataflow: GPUs per worker, e.g. t4:1 or l4:1; none for CPU."),
+        click.option("--max-workers", type=click.IntRange(min=1), help="Dataflow: autoscaling ceiling."),
+        click.option("--machine-type", help="Dataflow: worker machine type (default: one that fits the GPU)."),
+        click.option("--job-name", help=f"Dataflow: job name (default: {job_prefix}-<UTC time>)."),
+        click.option(
+            "--dry-run",
+            is_flag=True,
+            help="Dataflow: build and stage the job and write its description, but do not submit it.",
+        ),
+        settings_option,
+    ]
+
+    def decorate(fn: Callable) -> Callable:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+@cloud_errors
+def dataflow_runner(
+    job_prefix: str,
+    *,
+    gpu: str | None,
+    max_workers: int | None,
+    machine_type: str | None,
+    job_name: str | None,
+    dry_run: bool,
+    settings: tuple[str, ...],
+) -> Any:
+    """The pipeline.dataflow.DataflowRunnerConfig the dataflow_options of a command ask for."""
+    from pipeline.dataflow import DataflowRunnerConfig, default_job_name, dry_run_location
+
+    cloud = resolve_config(
+        settings,
+        gpu=("gpu", gpu),
+        max_workers=("max_workers", max_workers),
+        machine_type=("machine_type", machine_type),
+    )
+    job_name = job_name or default_job_name(job_prefix)
+    location = dry_run_location(cloud, job_name) if dry_run else None
+    return DataflowRunnerConfig(cloud, job_name=job_name, template_location=location)
+
+
 _DATAFLOW_ONLY = ("gpu", "max_workers", "machine_type", "job_name", "dry_run", "wait")
+
+
+def refuse_dataflow_options(cloud_options: dict[str, Any]) -> None:
+    """A local run given Dataflow-only options stops with a usage error rather than ignoring them."""
+    given = [f"--{name.replace('_', '-')}" for name in _DATAFLOW_ONLY if cloud_options.get(name)]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} only apply to --runner dataflow")
 
 
 @cloud_errors
@@ -291,9 +337,7 @@ def local_run_config(config: Any, cloud_options: dict[str, Any]) -> Any:
 
     from pipeline.bigquery import is_bigquery
 
-    given = [f"--{name.replace('_', '-')}" for name in _DATAFLOW_ONLY if cloud_options.get(name)]
-    if given:
-        raise click.UsageError(f"{', '.join(given)} only apply to --runner dataflow")
+    refuse_dataflow_options(cloud_options)
     if not (is_bigquery(config.input) or is_bigquery(config.output)):
         return config
     cloud = resolve_config(cloud_options["settings"])
@@ -319,22 +363,22 @@ def launch_on_dataflow(
     from dataclasses import replace
 
     from pipeline.bigquery import is_bigquery
-    from pipeline.dataflow import DataflowRunnerConfig, default_job_name, dry_run_location, launch_predict
+    from pipeline.dataflow import launch_predict
 
-    cloud = resolve_config(
-        settings,
-        gpu=("gpu", gpu),
-        max_workers=("max_workers", max_workers),
-        machine_type=("machine_type", machine_type),
+    runner = dataflow_runner(
+        "mnistkit-predict",
+        gpu=gpu,
+        max_workers=max_workers,
+        machine_type=machine_type,
+        job_name=job_name,
+        dry_run=dry_run,
+        settings=settings,
     )
-    job_name = job_name or default_job_name()
+    cloud, job_name = runner.config, runner.job_name
     errors_output = config.errors_output
     if errors_output is None and is_bigquery(config.output):
         cloud.require("data_bucket")
         errors_output = f"{cloud.data_bucket.rstrip('/')}/runs/{job_name}"
-    runner = DataflowRunnerConfig(
-        cloud, job_name=job_name, template_location=dry_run_location(cloud, job_name) if dry_run else None
-    )
     config = replace(
         config, runner=runner, errors_output=errors_output, bigquery_read_method=cloud.bigquery_read_method
     )

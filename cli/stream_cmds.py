@@ -4,10 +4,11 @@ pipeline.simulate."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from cli.cloud_cmds import cloud_errors, resolve_config, settings_option
+from cli.cloud_cmds import dataflow_options, dataflow_runner, refuse_dataflow_options
 from cli.model_cmds import data_dir_option, dataset_option
 
 _ENV = "Every option can also be set as MNISTKIT_<COMMAND>_<OPTION>, e.g. MNISTKIT_STREAM_MAX_BATCH=10."
@@ -96,14 +97,7 @@ _ENV = "Every option can also be set as MNISTKIT_<COMMAND>_<OPTION>, e.g. MNISTK
     show_envvar=True,
     help="Run here, or launch a streaming job on Dataflow with the settings of `mnistkit config show`.",
 )
-@click.option("--gpu", metavar="TYPE:COUNT", help="Dataflow: GPUs per worker, e.g. t4:1; none for CPU.")
-@click.option("--max-workers", type=click.IntRange(min=1), help="Dataflow: autoscaling ceiling.")
-@click.option("--machine-type", help="Dataflow: worker machine type (default: one that fits the GPU).")
-@click.option("--job-name", help="Dataflow: job name (default: mnistkit-stream-<UTC time>).")
-@click.option(
-    "--dry-run", is_flag=True, help="Dataflow: build and stage the job, write its description, do not submit."
-)
-@settings_option
+@dataflow_options("mnistkit-stream")
 def stream(
     model: str,
     input_uri: str,
@@ -116,12 +110,7 @@ def stream(
     duration: float | None,
     idle_stop: float | None,
     runner: str,
-    gpu: str | None,
-    max_workers: int | None,
-    machine_type: str | None,
-    job_name: str | None,
-    dry_run: bool,
-    settings: tuple[str, ...],
+    **cloud: Any,
 ) -> None:
     """Score rows as they arrive (streaming pipeline on Apache Beam), in micro-batches.
 
@@ -140,6 +129,8 @@ def stream(
     from pipeline.stream_io import StreamInputError
     from pipeline.streaming import StreamConfig, run_stream
 
+    if runner == "direct":
+        refuse_dataflow_options(cloud)
     config = StreamConfig(
         model=model,
         input=input_uri,
@@ -151,9 +142,7 @@ def stream(
         duration=duration,
         idle=idle_stop,
         errors_output=errors_output,
-        dataflow=_dataflow(job_name, dry_run, gpu, max_workers, machine_type, settings)
-        if runner == "dataflow"
-        else None,
+        dataflow=dataflow_runner("mnistkit-stream", **cloud) if runner == "dataflow" else None,
     )
     try:
         result = run_stream(config)
@@ -177,29 +166,6 @@ def stream(
         click.echo(f"Latency ms: min {latency['min']:,}, mean {latency['mean']:,}, max {latency['max']:,}")
     click.echo(f"Predictions: {output if output.startswith('bq://') else output + '/predictions-*.jsonl'}")
     click.echo(f"Dead letters: {config.errors_folder}/errors-*.jsonl")
-
-
-@cloud_errors
-def _dataflow(
-    job_name: str | None,
-    dry_run: bool,
-    gpu: str | None,
-    max_workers: int | None,
-    machine_type: str | None,
-    settings: tuple[str, ...],
-):
-    """The DataflowRunnerConfig of `stream --runner dataflow`, from the cloud settings and flags."""
-    from pipeline.dataflow import DataflowRunnerConfig, default_job_name, dry_run_location
-
-    cloud = resolve_config(
-        settings,
-        gpu=("gpu", gpu),
-        max_workers=("max_workers", max_workers),
-        machine_type=("machine_type", machine_type),
-    )
-    job_name = job_name or default_job_name("mnistkit-stream")
-    location = dry_run_location(cloud, job_name) if dry_run else None
-    return DataflowRunnerConfig(cloud, job_name=job_name, template_location=location)
 
 
 @click.command(name="simulate-stream", context_settings={"show_default": True}, epilog=_ENV)
