@@ -34,3 +34,13 @@ def test_stream_refuses_an_input_it_cannot_read(tmp_path, exported_model):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
     assert "Error: kafka://rows: a stream reads pubsub://projects/P/subscriptions/S" in result.output
+
+
+def test_stream_refuses_dataflow_options_locally_and_a_table_without_an_errors_folder(tmp_path, exported_model):
+    base = ["stream", "--model", str(exported_model), "--input", f"watch://{tmp_path}"]
+    result = CliRunner().invoke(cli, [*base, "--output", str(tmp_path / "out"), "--gpu", "t4:1"])
+    assert result.exit_code == 2
+    assert "--gpu only apply to --runner dataflow" in result.output
+    result = CliRunner().invoke(cli, [*base, "--output", "bq://demo-project.mnist.stream"])
+    assert result.exit_code == 1
+    assert "name a folder for the dead letters (--errors-output)" in result.output
