@@ -191,7 +191,7 @@ def paced_test_stream(model: str, work: Path, rate: float, seconds: float, max_b
         with beam.Pipeline(options=options) as pipeline:
             source = pipeline | TestStream(coder=coders.FastPrimitivesCoder(), endpoint=events.endpoint)
             scored = source | ScoreStream(handler, max_batch, window)
-            _ = (scored.scored, scored.dead_letters) | WriteStreamFiles(str(out))
+            _ = (scored.scored, scored.dead_letters) | WriteStreamFiles(str(out), str(out))
     finally:
         events.stop()
     return _latency("batches", "paced TestStream", rate, max_batch, window, out)

@@ -129,55 +129,81 @@ def _latency_metric() -> Any:
     return Metrics.distribution(accounting.NAMESPACE, LATENCY_MS)
 
 
-class _WriteFiles(beam.DoFn):
-    """Scored micro-batches → one predictions file each (plus an errors file for model failures);
-    lists of dead letters → one errors file each."""
+def _make_local_folder(folder: str) -> None:
+    if "://" not in folder:
+        os.makedirs(folder, exist_ok=True)
+
+
+def write_dead_letters(folder: str, dead: list[DeadLetter]) -> None:
+    """One `errors-*.jsonl` file for `dead` (counted as rejected, by reason)."""
+    content = _content_id(*(f"{d.source}\0{d.raw}\0".encode() for d in dead))
+    write_jsonl(folder, "errors", time.time(), content, [d.to_json() for d in dead])
+    for letter in dead:
+        accounting.count_rejected(letter.reason)
+
+
+class _WriteDeadLetters(beam.DoFn):
+    """Lists of dead letters → one errors file each."""
 
     def __init__(self, folder: str) -> None:
         self._folder = folder
+
+    def setup(self) -> None:
+        _make_local_folder(self._folder)
+
+    def process(self, dead: list[DeadLetter]) -> None:
+        write_dead_letters(self._folder, dead)
+
+
+class _WritePredictions(beam.DoFn):
+    """Scored micro-batches → one predictions file each (and an errors file for model failures)."""
+
+    def __init__(self, folder: str, errors_folder: str) -> None:
+        self._folder = folder
+        self._errors_folder = errors_folder
         self._latency = _latency_metric()
 
     def setup(self) -> None:
-        if "://" not in self._folder:
-            os.makedirs(self._folder, exist_ok=True)
+        _make_local_folder(self._folder)
+        _make_local_folder(self._errors_folder)
 
-    def process(self, item: ScoredBatch | list[DeadLetter]) -> None:
-        if isinstance(item, ScoredBatch):
-            rows, dead = output_rows(item)
-            if rows:
-                batch = item.batch
-                content = _content_id(batch.rows.keys.tobytes(), batch.event_times.tobytes())
-                write_jsonl(
-                    self._folder, "predictions", batch.event_times.min(), content, [json.dumps(r) for r in rows]
-                )
-                for row in rows:
-                    self._latency.update(int(row[LATENCY_MS]))
-        else:
-            dead = item
+    def process(self, scored: ScoredBatch) -> None:
+        rows, dead = output_rows(scored)
+        if rows:
+            batch = scored.batch
+            content = _content_id(batch.rows.keys.tobytes(), batch.event_times.tobytes())
+            lines = [json.dumps(row) for row in rows]
+            write_jsonl(self._folder, "predictions", batch.event_times.min(), content, lines)
+            for row in rows:
+                self._latency.update(int(row[LATENCY_MS]))
         if dead:
-            content = _content_id(*(f"{d.source}\0{d.raw}\0".encode() for d in dead))
-            write_jsonl(self._folder, "errors", time.time(), content, [d.to_json() for d in dead])
-            for letter in dead:
-                accounting.count_rejected(letter.reason)
+            write_dead_letters(self._errors_folder, dead)
+
+
+def _write_dead_letter_lists(lists: list[beam.PCollection], folder: str) -> None:
+    # One writer per input rather than one after a Flatten: the FnApiRunner holds back the
+    # consumer of a Flatten until its slowest input (the polling source) has finished.
+    for i, pcoll in enumerate(lists):
+        _ = pcoll | f"WriteErrors{i}" >> beam.ParDo(_WriteDeadLetters(folder))
 
 
 class WriteStreamFiles(beam.PTransform):
-    """Scored micro-batches and dead-letter lists → `DIR/predictions-*.jsonl`, `DIR/errors-*.jsonl`.
+    """Scored micro-batches and dead-letter lists → `DIR/predictions-*.jsonl`, `ERRORS/errors-*.jsonl`.
 
     One file per micro-batch, written as soon as it is scored (rows are visible within
     milliseconds of their prediction), named `predictions-<UTC time of its first row's event>-
     <content hash>.jsonl`, so listing the folder in name order follows the stream.
     """
 
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, errors_folder: str) -> None:
         super().__init__()
         self._folder = folder.rstrip("/")
+        self._errors_folder = errors_folder.rstrip("/")
 
     def expand(self, outputs: tuple[beam.PCollection, ...]) -> None:
-        # One writer per input rather than one after a Flatten: the FnApiRunner holds back the
-        # consumer of a Flatten until its slowest input (the polling source) has finished.
-        for i, pcoll in enumerate(outputs):
-            _ = pcoll | f"Write{i}" >> beam.ParDo(_WriteFiles(self._folder))
+        scored, *dead_letters = outputs
+        _ = scored | "WritePredictions" >> beam.ParDo(_WritePredictions(self._folder, self._errors_folder))
+        _write_dead_letter_lists(dead_letters, self._errors_folder)
 
 
 # The predictions table's columns, then the timing columns every streamed row carries.
@@ -231,5 +257,4 @@ class WriteStreamBigQuery(beam.PTransform):
             write_disposition=beam.io.BigQueryDisposition.WRITE_APPEND,
             method=beam.io.WriteToBigQuery.Method.STREAMING_INSERTS,
         )
-        for i, pcoll in enumerate([rows[DEAD_LETTERS], *dead_letters]):
-            _ = pcoll | f"WriteErrors{i}" >> beam.ParDo(_WriteFiles(self._errors_folder))
+        _write_dead_letter_lists([rows[DEAD_LETTERS], *dead_letters], self._errors_folder)

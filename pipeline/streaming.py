@@ -11,9 +11,10 @@
   model follows the export dir (stream_handler.py).
 - Every output row carries its event time (Pub/Sub publish time, file mtime), the prediction
   time, the latency between them in ms, and the model version that scored it.
-- The sink writes each scored micro-batch as it comes (stream_io.py), with no event-time
-  windows: the local FnApiRunner does not hold the watermark of a polling source, so windows
-  there would close early and fire again.
+- The sink writes each scored micro-batch as it comes (stream_io.py). A windowed file sink would
+  wait for the watermark to pass each window, which the local FnApiRunner does not keep for a
+  polling source; a file per micro-batch needs neither, and its rows show as soon as they are
+  scored.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
@@ -49,6 +50,9 @@ from pipeline.stream_io import (
 from pipeline.stream_rows import LATENCY_MS, StreamBatch, StreamRecord, parse_micro_batch
 from pipeline.transforms import DEAD_LETTERS
 from pipeline.watch import StopPolicy
+
+if TYPE_CHECKING:
+    from pipeline.dataflow import DataflowRunnerConfig
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -128,10 +132,10 @@ class ScoreStream(beam.PTransform):
 class StreamConfig:
     """Everything one streaming run needs; see `mnistkit stream --help`.
 
-    `dataflow` (a pipeline.dataflow.DataflowRunnerConfig) launches the job on Dataflow; without
-    it the stream runs here. `duration` and `idle` stop a local run: a watched folder stops
-    polling (the pipeline then drains and finishes); a local Pub/Sub read is cancelled after
-    `duration` (rows still in flight are lost, like any cancelled streaming job).
+    `dataflow` launches the job on Dataflow; without it the stream runs here. `duration` and
+    `idle` stop a local run: a watched folder stops polling (the pipeline then drains and
+    finishes); a local Pub/Sub read is cancelled after `duration` (rows still in flight are lost,
+    like any cancelled streaming job).
     """
 
     model: str
@@ -144,7 +148,7 @@ class StreamConfig:
     duration: float | None = None
     idle: float | None = None
     errors_output: str | None = None
-    dataflow: Any = None
+    dataflow: DataflowRunnerConfig | None = None
 
     @property
     def errors_folder(self) -> str:
@@ -158,7 +162,7 @@ class StreamConfig:
         return self.output
 
 
-def stream_pipeline_args(source: StreamInput, dataflow: Any = None) -> list[str]:
+def stream_pipeline_args(source: StreamInput, dataflow: DataflowRunnerConfig | None = None) -> list[str]:
     """Beam arguments for a stream: Dataflow's, or the local runner that can run `source`.
 
     Locally there is no single streaming runner for both sources (Prism, the DirectRunner's
@@ -173,15 +177,13 @@ def stream_pipeline_args(source: StreamInput, dataflow: Any = None) -> list[str]
     return [f"--runner={FN_API_RUNNER}", "--direct_running_mode=in_memory", "--direct_num_workers=1", "--streaming"]
 
 
-def build_stream_pipeline(
-    pipeline: beam.Pipeline, config: StreamConfig, clock: Callable[[], float] = time.time
-) -> None:
+def build_stream_pipeline(pipeline: beam.Pipeline, config: StreamConfig) -> None:
     """Add source → ScoreStream → sink for `config` to `pipeline`."""
     source = parse_input(config.input)
     records, source_dead = read_stream(pipeline, source, config.poll_seconds, StopPolicy(config.duration, config.idle))
     handler = StreamModelHandler(config.model, max_batch=config.max_batch, check_seconds=config.model_check_seconds)
     scored = records | "ScoreStream" >> ScoreStream(
-        handler, config.max_batch, config.window_seconds, sharded=config.dataflow is not None, clock=clock
+        handler, config.max_batch, config.window_seconds, sharded=config.dataflow is not None
     )
     outputs = [scored.scored, scored.dead_letters]
     if source_dead is not None:
@@ -189,7 +191,7 @@ def build_stream_pipeline(
     if is_bigquery(config.output):
         sink = WriteStreamBigQuery(parse_table(config.output), config.errors_folder)
     else:
-        sink = WriteStreamFiles(config.output)
+        sink = WriteStreamFiles(config.output, config.errors_folder)
     _ = tuple(outputs) | "Write" >> sink
 
 

@@ -67,7 +67,7 @@ def run_test_stream(stream: EventStream, model: str, out: Path, *, max_batch: in
     handler = StreamModelHandler(model, max_batch=max_batch, check_seconds=3600)
     with beam.Pipeline(options=options) as pipeline:
         scored = pipeline | stream | ScoreStream(handler, max_batch, window, clock=frozen_clock)
-        _ = (scored.scored, scored.dead_letters) | WriteStreamFiles(str(out))
+        _ = (scored.scored, scored.dead_letters) | WriteStreamFiles(str(out), str(out))
     return read_outputs(out)
 
 

@@ -17,16 +17,18 @@ def test_simulate_then_stream_a_folder(tmp_path, exported_model, mnist_sample_di
     assert sum(len(f.read_text().splitlines()) for f in incoming.iterdir()) == 30
 
     # The files are already there when the stream starts: it catches up, then goes idle and stops.
-    stream = ["stream", "--input", f"watch://{incoming}", "--output", str(out), "--idle-stop", "3"]
+    errors = tmp_path / "errors"
+    stream = ["stream", "--input", f"watch://{incoming}", "--output", str(out), "--errors-output", str(errors)]
     env = {"MNISTKIT_STREAM_MODEL": str(exported_model), "MNISTKIT_STREAM_POLL_SECONDS": "0.2"}
-    result = CliRunner().invoke(cli, [*stream, "--max-batch", "4"], env=env)
+    result = CliRunner().invoke(cli, [*stream, "--idle-stop", "3", "--max-batch", "4"], env=env)
     assert result.exit_code == 0, result.output
     assert "Predicted 27 of 30 rows; rejected 3: wrong_value_count 3" in result.output
     assert "Latency ms: min" in result.output
     outputs = read_outputs(out)
     assert sorted(row["key"] for row in outputs.rows) == [k for k in range(30) if k % 10 != 9]
     assert max(len(batch) for batch in outputs.batches) == 4
-    assert len(outputs.dead) == 3
+    assert outputs.dead == []
+    assert [letter["raw"][:11] for letter in read_outputs(errors).dead] == ['{"key": 9, ', '{"key": 19,', '{"key": 29,']
 
 
 def test_stream_refuses_an_input_it_cannot_read(tmp_path, exported_model):
