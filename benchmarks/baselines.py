@@ -1,14 +1,18 @@
 """The comparison points of bench_predict.py, each a command of its own so it runs in a fresh process.
 
-  per-row   the original Dataflow sample's strategy: one Python float() per value, one model call per row
+  per-row   the original Dataflow sample's strategy: one Python float() per value, one Keras model call
+            per row (the 129 rows/s the issue measured)
+  per-row-signature  the same with the SavedModel's serving signature, TensorFlow's cheapest per-row call
   stock     Beam's stock RunInference: KeyedModelHandler(TFModelHandlerNumpy) on the `.keras` file,
             default BatchElements, a per-row np.array(split) parse. Needs tensorflow_hub, so it runs
             in .venv-bench (see docs/BENCHMARKS.md), which does not have this project installed:
             keep this module's imports to Beam, TensorFlow and numpy.
+  model-only  the model alone on in-memory images, one thread per core, timed after warm-up: the
+            hardware's limit for this model, whatever the pipeline around it
   ceiling   no Beam at all: this kit's vectorised parser and model call, one thread per core in one
             process, writing the same JSON lines; what a pipeline could reach without overheads.
 
-Usage: python benchmarks/baselines.py {per-row|stock|ceiling} --input TEXT --model DIR --output PREFIX [beam flags]
+Usage: python benchmarks/baselines.py VARIANT --input TEXT --model DIR --output PREFIX [beam flags]
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ def _json_row(key: int, probabilities) -> str:
     return json.dumps(dict(zip(FIELDS, row, strict=True)))
 
 
-def per_row(args: argparse.Namespace, beam_args: list[str]) -> None:
+def _per_row(args: argparse.Namespace, beam_args: list[str], keras_model: bool) -> None:
     import apache_beam as beam
     import numpy as np
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -36,15 +40,21 @@ def per_row(args: argparse.Namespace, beam_args: list[str]) -> None:
             self._model_dir = model_dir
 
         def setup(self) -> None:
-            import tensorflow as tf
+            if keras_model:
+                import keras
 
-            self._serve = tf.saved_model.load(self._model_dir).signatures["serving_default"]
+                model = keras.saving.load_model(os.path.join(self._model_dir, "model.keras"))
+                self._predict = lambda key, image: np.asarray(model(image, training=False))[0]
+            else:
+                import tensorflow as tf
+
+                serve = tf.saved_model.load(self._model_dir).signatures["serving_default"]
+                self._predict = lambda key, image: serve(key=key, image=image)["probabilities"].numpy()[0]
 
         def process(self, line: str):
             key, values = line.split(":")
             image = np.array([[float(v) for v in values.split(",")]], np.float32)
-            out = self._serve(key=np.array([int(key)]), image=image)
-            yield _json_row(int(key), out["probabilities"].numpy()[0])
+            yield _json_row(int(key), self._predict(np.array([int(key)]), image))
 
     with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
         _ = (
@@ -53,6 +63,14 @@ def per_row(args: argparse.Namespace, beam_args: list[str]) -> None:
             | beam.ParDo(PredictRow(args.model))
             | beam.io.WriteToText(args.output, file_name_suffix=".jsonl")
         )
+
+
+def per_row(args: argparse.Namespace, beam_args: list[str]) -> None:
+    _per_row(args, beam_args, keras_model=True)
+
+
+def per_row_signature(args: argparse.Namespace, beam_args: list[str]) -> None:
+    _per_row(args, beam_args, keras_model=False)
 
 
 def stock(args: argparse.Namespace, beam_args: list[str]) -> None:
@@ -86,12 +104,14 @@ def ceiling(args: argparse.Namespace, beam_args: list[str]) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from pipeline.files import plan_ranges, read_range
-    from pipeline.handler import predict_rows
+    from pipeline.handler import configure_tf_threads, predict_rows
     from pipeline.model import ServingModel
-    from pipeline.options import available_cores
+    from pipeline.options import RunnerConfig, available_cores
     from pipeline.parsing import parse_text
     from pipeline.rows import PredictionBatch
 
+    runner = RunnerConfig()  # TensorFlow's pools sized as for the pipeline's worker threads
+    configure_tf_threads(runner.tf_intra_op_threads, runner.tf_inter_op_threads)
     model = ServingModel(args.model)
     cores = available_cores()
 
@@ -111,7 +131,42 @@ def ceiling(args: argparse.Namespace, beam_args: list[str]) -> None:
     print(f"ceiling: {rows} rows")
 
 
-VARIANTS = {"per-row": per_row, "stock": stock, "ceiling": ceiling}
+def model_only(args: argparse.Namespace, beam_args: list[str]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from model_export.model import NUM_PIXELS
+    from pipeline.handler import configure_tf_threads
+    from pipeline.model import ServingModel
+    from pipeline.options import RunnerConfig, available_cores
+
+    runner = RunnerConfig()
+    configure_tf_threads(runner.tf_intra_op_threads, runner.tf_inter_op_threads)
+    model = ServingModel(args.model)
+    keys = np.arange(256)
+    images = np.random.default_rng(0).random((256, NUM_PIXELS), dtype=np.float32)
+    model(keys, images)
+
+    def calls(n: int) -> None:
+        for _ in range(n):
+            model(keys, images)
+
+    cores = available_cores()
+    started = time.monotonic()
+    with ThreadPoolExecutor(cores) as pool:
+        list(pool.map(calls, [100] * cores))
+    rate = 100 * cores * len(keys) / (time.monotonic() - started)
+    print(f"model-only steady state: {rate:,.0f} rows/s")
+
+
+VARIANTS = {
+    "per-row": per_row,
+    "per-row-signature": per_row_signature,
+    "stock": stock,
+    "model-only": model_only,
+    "ceiling": ceiling,
+}
 
 
 def main() -> None:

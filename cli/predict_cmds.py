@@ -69,9 +69,10 @@ _ENV = "Every option can also be set as MNISTKIT_<COMMAND>_<OPTION>, e.g. MNISTK
 @click.option(
     "--min-batch",
     type=click.IntRange(min=1),
-    default=1,
+    default=None,
     show_envvar=True,
-    help="Smallest model call, in rows.",
+    help="Smallest model call, in rows. Default: --max-batch, as rows arrive batched; a smaller value "
+    "lets Beam adapt the call size between the two.",
 )
 @click.option(
     "--max-batch",
@@ -97,7 +98,7 @@ def predict(
     runner: str,
     workers: int,
     running_mode: str,
-    min_batch: int,
+    min_batch: int | None,
     max_batch: int,
     max_error_rate: float | None,
     overwrite: bool,
@@ -122,7 +123,7 @@ def predict(
     from pipeline.model import ModelError
     from pipeline.options import RunnerConfig
 
-    if min_batch > max_batch:
+    if min_batch is not None and min_batch > max_batch:
         raise click.BadParameter(f"--min-batch {min_batch} exceeds --max-batch {max_batch}", param_hint="--min-batch")
     config = PredictConfig(
         model=model,

@@ -60,7 +60,10 @@ class PredictConfig:
     input: str
     output: str
     format: str | None = None
-    min_batch: int = 1
+    # Rows per model call. Batch inputs arrive already batched, so by default (min_batch None =
+    # max_batch) RunInference's BatchElements only tops up short tail batches to `max_batch`; a
+    # smaller `min_batch` turns on Beam's adaptive batch sizing between the two.
+    min_batch: int | None = None
     max_batch: int = 256
     read_batch: int = READ_BATCH_ROWS
     overwrite: bool = False
@@ -178,7 +181,7 @@ def start_predict(config: PredictConfig) -> StartedRun:
     _clear_outputs(config)
     handler = SavedModelHandler(
         model.uri,
-        min_batch_size=config.min_batch,
+        min_batch_size=config.min_batch or config.max_batch,
         max_batch_size=config.max_batch,
         intra_op_threads=config.runner.tf_intra_op_threads,
         inter_op_threads=config.runner.tf_inter_op_threads,

@@ -87,9 +87,7 @@ def read_range(file_range: FileRange, fmt: str, batch_rows: int) -> Iterator[Raw
             yield from _batched(_lines(f, file_range), file_range.path, batch_rows)
 
 
-def _batched(
-    records: Iterator[bytes | DeadLetter], source: str, batch_rows: int
-) -> Iterator[RawBatch | DeadLetter]:
+def _batched(records: Iterator[bytes | DeadLetter], source: str, batch_rows: int) -> Iterator[RawBatch | DeadLetter]:
     batch: list[bytes] = []
     for record in records:
         if isinstance(record, DeadLetter):

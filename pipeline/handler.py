@@ -59,7 +59,7 @@ class SavedModelHandler(ModelHandler[ParsedBatch, PredictionBatch, ServingModel]
         self._threads = (intra_op_threads, inter_op_threads)
 
     def load_model(self) -> ServingModel:
-        _configure_tf_threads(*self._threads)
+        configure_tf_threads(*self._threads)
         return ServingModel(local_copy(resolve_model(self._model_uri)))
 
     def update_model_path(self, model_path: str | None = None) -> None:
@@ -121,16 +121,12 @@ def predict_rows(
     for start in range(0, n, max_rows):
         stop = min(start + max_rows, n)
         try:
-            probabilities[start:stop], classes[start:stop] = model(
-                rows.keys[start:stop], rows.images[start:stop]
-            )
+            probabilities[start:stop], classes[start:stop] = model(rows.keys[start:stop], rows.images[start:stop])
         except Exception as exc:  # whatever the model raises, the rows decide who is to blame
             _LOGGER.warning("Model call on %d rows failed (%s); retrying row by row", stop - start, exc)
             for i in range(start, stop):
                 try:
-                    probabilities[i : i + 1], classes[i : i + 1] = model(
-                        rows.keys[i : i + 1], rows.images[i : i + 1]
-                    )
+                    probabilities[i : i + 1], classes[i : i + 1] = model(rows.keys[i : i + 1], rows.images[i : i + 1])
                 except Exception as row_exc:  # as above, for one row
                     errors[i] = f"{type(row_exc).__name__}: {row_exc}"
     for i in np.flatnonzero(~np.isfinite(probabilities).all(axis=1)):
@@ -138,7 +134,8 @@ def predict_rows(
     return probabilities, classes, errors
 
 
-def _configure_tf_threads(intra_op: int, inter_op: int) -> None:
+def configure_tf_threads(intra_op: int, inter_op: int) -> None:
+    """Size TensorFlow's thread pools for this process (0 keeps a default); a no-op once TF runs."""
     if not intra_op and not inter_op:
         return
     import tensorflow as tf

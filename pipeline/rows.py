@@ -53,9 +53,7 @@ class DeadLetter:
         return cls(source, raw[:MAX_RAW_CHARS], reason, detail[:MAX_RAW_CHARS])
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"source": self.source, "reason": str(self.reason), "detail": self.detail, "raw": self.raw}
-        )
+        return json.dumps({"source": self.source, "reason": str(self.reason), "detail": self.detail, "raw": self.raw})
 
 
 @dataclass(frozen=True)
@@ -80,8 +78,7 @@ class ParsedBatch:
     def __post_init__(self) -> None:
         if self.images.shape != (len(self.keys), NUM_PIXELS) or len(self.sources) != len(self.keys):
             raise ValueError(
-                f"inconsistent batch: keys {self.keys.shape}, images {self.images.shape}, "
-                f"{len(self.sources)} sources"
+                f"inconsistent batch: keys {self.keys.shape}, images {self.images.shape}, {len(self.sources)} sources"
             )
 
     def __len__(self) -> int:
@@ -115,9 +112,7 @@ class ParsedBatch:
 # `%.9g` round-trips float32 exactly, and formatting all rows with one template is several
 # times faster than json.dumps of a dict per row.
 _PREDICTION_TEMPLATE = (
-    '{"key": %d, "class": %d, "confidence": %.9g, '
-    + ", ".join(f'"pred{i}": %.9g' for i in range(NUM_CLASSES))
-    + "}"
+    '{"key": %d, "class": %d, "confidence": %.9g, ' + ", ".join(f'"pred{i}": %.9g' for i in range(NUM_CLASSES)) + "}"
 )
 
 

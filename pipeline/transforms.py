@@ -55,8 +55,7 @@ class ReadFiles(beam.PTransform):
             | "Pattern" >> beam.Create([self._pattern])
             | "Plan" >> beam.FlatMap(plan_ranges, self._fmt, self._desired_splits)
             | "Spread" >> beam.Reshuffle()
-            | "Read"
-            >> beam.ParDo(_ReadRangeFn(self._fmt, self._batch_rows)).with_outputs(DEAD_LETTERS, main="main")
+            | "Read" >> beam.ParDo(_ReadRangeFn(self._fmt, self._batch_rows)).with_outputs(DEAD_LETTERS, main="main")
         )
 
 
