@@ -58,7 +58,8 @@ def test_the_summary_file_is_what_run_predict_returned(text_run):
     assert written["rows_read"] == written["rows_predicted"] + written["rows_rejected"]
 
 
-def test_several_processes_read_globs_and_gzip(tmp_path, exported_model, test_rows, run_pipeline):
+@pytest.mark.parametrize("mode", ["multi_threading", "multi_processing"])
+def test_several_workers_read_globs_and_gzip(mode, tmp_path, exported_model, test_rows, run_pipeline):
     keys, pixels = test_rows
     data = tmp_path / "in"
     data.mkdir()
@@ -70,7 +71,7 @@ def test_several_processes_read_globs_and_gzip(tmp_path, exported_model, test_ro
         str(data / "part-*"),
         tmp_path / "out" / "preds",
         format="text",
-        runner=RunnerConfig(workers=2, running_mode="multi_processing"),
+        runner=RunnerConfig(workers=2, running_mode=mode),
     )
     assert sorted(predictions) == keys.tolist() and dead == []
     assert summary.rows_read == summary.rows_predicted == 1000
