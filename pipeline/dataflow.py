@@ -176,10 +176,9 @@ class DataflowRunnerConfig:
         per_worker = 1 if self.config.gpu else _PROCESSES_PER_CPU_WORKER
         return self.config.max_workers * per_worker
 
-    @property
-    def tf_intra_op_threads(self) -> int:
-        # A worker VM runs one SDK process per GPU or per vCPU; TensorFlow's defaults fit both.
-        return 0
+    # A worker VM runs one SDK process per GPU or per vCPU; TensorFlow's defaults fit both.
+    tf_intra_op_threads = 0
+    tf_inter_op_threads = 0
 
     def pipeline_args(self) -> list[str]:
         return dataflow_args(
