@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.core import ParameterSource
 
+from cli.errors import user_errors
 from pipeline.config import ConfigError
 
 if TYPE_CHECKING:
@@ -51,20 +51,15 @@ def resolve_config(settings: tuple[str, ...] = (), **named: tuple[str, Any]) -> 
     return load_config(flags)
 
 
-def cloud_errors(fn: Callable) -> Callable:
-    """Configuration and quota problems are the user's to fix: a message, not a traceback."""
+def _cloud_error_types() -> tuple[type[Exception], ...]:
+    from pipeline.bigquery import BigQueryError
+    from pipeline.doctor import QuotaError
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from pipeline.bigquery import BigQueryError
-        from pipeline.doctor import QuotaError
+    return (ConfigError, QuotaError, BigQueryError, FileNotFoundError)
 
-        try:
-            return fn(*args, **kwargs)
-        except (ConfigError, QuotaError, BigQueryError, FileNotFoundError) as exc:
-            raise click.ClickException(str(exc)) from exc
 
-    return wrapper
+# Configuration and quota problems are the user's to fix: a message, not a traceback.
+cloud_errors = user_errors(_cloud_error_types)
 
 
 @click.group(name="config")

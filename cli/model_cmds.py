@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from cli.errors import user_errors
 from model_export.datasets import DATASETS, DatasetError
 
 dataset_option = click.option(
@@ -25,18 +26,8 @@ data_dir_option = click.option(
 )
 
 
-def _fail_cleanly(fn):
-    """Dataset problems are the user's to fix, so they get the message, not a traceback."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (DatasetError, FileNotFoundError) as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
+# Dataset problems are the user's to fix, so they get the message, not a traceback.
+_fail_cleanly = user_errors(lambda: (DatasetError, FileNotFoundError))
 
 
 def _export(model, export_dir: Path, metadata: dict) -> Path:
