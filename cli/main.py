@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 
 import click
 
-# TensorFlow's C++ start-up chatter (CPU features, CUDA probing) buries the kit's own output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from model_export.runtime import configure_tensorflow_env
+
+configure_tensorflow_env()
 
 # Each command family lives in its own module and exposes COMMANDS; importing them lazily keeps
 # `mnistkit --help` fast (TensorFlow and Beam load only when a command runs).

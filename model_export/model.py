@@ -1,5 +1,14 @@
 """The MNIST CNN. Small on purpose, since it dominates batch inference cost; batch normalisation
-is what lifts it past 0.97 on the 7k-image MNIST sample (0.967 without, same epochs)."""
+is what lifts it past 0.97 on the 7k-image MNIST sample (0.967 without, same epochs).
+
+Filter counts were chosen by cost per row (one thread, batches of 256, oneDNN on) against
+accuracy (Fashion-MNIST 3 epochs / MNIST sample 5 epochs):
+  16/64 (this one)        63 µs   0.908 / 0.972-0.973
+  32/64                  102 µs   0.908 / 0.970-0.976
+  16/32                   43 µs   0.903 / 0.970
+  stride-2 convs 32/64    48 µs   0.909 / 0.961-0.967 (too little resolution for the small sample)
+The first layer works at full resolution, so its width costs most; the second is where capacity pays.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +34,7 @@ def build_model(learning_rate: float = 2e-3, decay_steps: int | None = None):
         [
             keras.Input(shape=(NUM_PIXELS,), name="image"),
             layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1)),
-            layers.Conv2D(32, 3, activation="relu"),
+            layers.Conv2D(16, 3, activation="relu"),
             layers.BatchNormalization(momentum=BN_MOMENTUM),
             layers.MaxPooling2D(),
             layers.Conv2D(64, 3, activation="relu"),

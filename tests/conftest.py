@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from model_export.runtime import configure_tensorflow_env
+
+configure_tensorflow_env()
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
