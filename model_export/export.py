@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,17 @@ def latest_version(export_dir: str | os.PathLike) -> Path:
     export_dir = Path(export_dir)
     if (export_dir / "saved_model.pb").is_file():
         return export_dir
-    versions = [p for p in export_dir.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
-    if not versions:
+    newest = newest_version(str(pb.parent) for pb in export_dir.glob("*/saved_model.pb"))
+    if newest is None:
         raise FileNotFoundError(f"{export_dir} holds no exported model version (<unix-timestamp>/saved_model.pb).")
-    return max(versions, key=lambda p: int(p.name))
+    return Path(newest)
+
+
+def newest_version(version_dirs: Iterable[str]) -> str | None:
+    """The dir named with the largest number among `version_dirs` (paths or URIs); None if none is.
+
+    Pure, so local export dirs (above) and gs:// ones listed through Beam (pipeline/model.py)
+    agree on which version is current.
+    """
+    numbered = [(int(os.path.basename(d)), d) for d in version_dirs if os.path.basename(d).isdigit()]
+    return max(numbered)[1] if numbered else None

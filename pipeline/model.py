@@ -24,7 +24,7 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from model_export.export import MODEL_JSON, SIGNATURE_INPUTS, SIGNATURE_NAME, SIGNATURE_OUTPUTS
+from model_export.export import MODEL_JSON, SIGNATURE_INPUTS, SIGNATURE_NAME, SIGNATURE_OUTPUTS, newest_version
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -55,17 +55,13 @@ def resolve_model(uri: str) -> str:
         uri = os.path.dirname(uri)
     if _exists(FileSystems.join(uri, _SAVED_MODEL_FILE)):
         return uri
-    versions = []
-    for metadata in _match(FileSystems.join(uri, "*", _SAVED_MODEL_FILE)):
-        version_dir = os.path.dirname(metadata.path)
-        if os.path.basename(version_dir).isdigit():
-            versions.append((int(os.path.basename(version_dir)), version_dir))
-    if not versions:
+    newest = newest_version(os.path.dirname(m.path) for m in _match(FileSystems.join(uri, "*", _SAVED_MODEL_FILE)))
+    if newest is None:
         raise ModelError(
             f"No exported model at {uri}: expected {uri}/{_SAVED_MODEL_FILE} (a version directory) or "
             f"{uri}/<version>/{_SAVED_MODEL_FILE} (an export directory). Create one with `mnistkit export`."
         )
-    return max(versions)[1]
+    return newest
 
 
 def _exists(path: str) -> bool:
