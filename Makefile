@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 SHARED ?= $(abspath ../shared)
 WORK ?= work
 
-.PHONY: help setup demo test lint format clean
+.PHONY: help setup demo test test-fast lint format clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ demo: $(STAMP) ## Train a small model, export it, predict a test set locally, re
 
 test: $(STAMP) tools ## Run the whole offline test suite (emulators, terraform, checkov included)
 	MNISTKIT_SHARED=$(SHARED) $(PY) -m pytest
+
+test-fast: $(STAMP) ## The unit tests only (no training, pipelines, emulators or terraform): the inner loop
+	MNISTKIT_SHARED=$(SHARED) $(PY) -m pytest -m "not slow" -q
 
 lint: $(STAMP) tf-lint ## ruff on the Python code
 	$(VENV)/bin/ruff check .

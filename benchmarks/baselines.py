@@ -103,12 +103,12 @@ def stock(args: argparse.Namespace, beam_args: list[str]) -> None:
 def ceiling(args: argparse.Namespace, beam_args: list[str]) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from pipeline.files import plan_ranges, read_range
-    from pipeline.handler import configure_tf_threads, predict_rows
-    from pipeline.model import ServingModel
-    from pipeline.options import RunnerConfig, available_cores
-    from pipeline.parsing import parse_text
-    from pipeline.rows import PredictionBatch
+    from mnistkit.pipeline.inference.handler import configure_tf_threads, predict_rows
+    from mnistkit.pipeline.inference.savedmodel import ServingModel
+    from mnistkit.pipeline.io.files import plan_ranges, read_range
+    from mnistkit.pipeline.io.parsing import parse_text
+    from mnistkit.pipeline.rows import PredictionBatch
+    from mnistkit.pipeline.runners import RunnerConfig, available_cores
 
     runner = RunnerConfig()  # TensorFlow's pools sized as for the pipeline's worker threads
     configure_tf_threads(runner.tf_intra_op_threads, runner.tf_inter_op_threads)
@@ -136,10 +136,10 @@ def model_only(args: argparse.Namespace, beam_args: list[str]) -> None:
 
     import numpy as np
 
-    from model_export.model import NUM_PIXELS
-    from pipeline.handler import configure_tf_threads
-    from pipeline.model import ServingModel
-    from pipeline.options import RunnerConfig, available_cores
+    from mnistkit.model_export.model import NUM_PIXELS
+    from mnistkit.pipeline.inference.handler import configure_tf_threads
+    from mnistkit.pipeline.inference.savedmodel import ServingModel
+    from mnistkit.pipeline.runners import RunnerConfig, available_cores
 
     runner = RunnerConfig()
     configure_tf_threads(runner.tf_intra_op_threads, runner.tf_inter_op_threads)

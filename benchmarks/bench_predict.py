@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from model_export.runtime import DEFAULTS
+from mnistkit.model_export.runtime import DEFAULTS
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -132,12 +132,12 @@ def _children_cpu_s() -> float:
 
 def prepare_model(work: Path, model: str | None) -> str:
     """The version dir to serve: `model`'s newest, or a small model trained once on the MNIST sample."""
-    from model_export.export import export_saved_model, latest_version
+    from mnistkit.model_export.export import export_saved_model, latest_version
 
     if model is None:
         model = str(work / "model")
         if not Path(model).exists():
-            from model_export.train import TrainConfig, train
+            from mnistkit.model_export.train import TrainConfig, train
 
             trained = train(TrainConfig(data_dir=str(SAMPLE), output_dir=work / "train", epochs=3, verbose=0))
             export_saved_model(trained.model, model, {"dataset": "mnist", "test_accuracy": trained.test_accuracy})
@@ -146,7 +146,7 @@ def prepare_model(work: Path, model: str | None) -> str:
 
 def rows_file(work: Path, rows: int, fmt: str) -> Path:
     """`rows` test images (the sample's 1,000 repeated with fresh keys) as text, or as TFRecord shards."""
-    from pipeline.formats import convert
+    from mnistkit.pipeline.io.formats import convert
 
     shards = TFRECORD_SHARDS if fmt == "tfrecord" else 1
     path = work / f"rows-{rows}.{'txt' if fmt == 'text' else fmt}"
@@ -181,7 +181,7 @@ def main() -> None:
         report(runs, memory, saved.get("model_only_rows_per_s"))
         return
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    from pipeline.options import RunnerConfig
+    from mnistkit.pipeline.runners import RunnerConfig
 
     work = args.work_dir
     model = prepare_model(work, args.model)

@@ -74,8 +74,8 @@ def _latency(table: str, source: str, rate: float, max_batch: int, window: float
 
 
 def _rows(count: int) -> list[bytes]:
-    from model_export.datasets import load_dataset
-    from pipeline.simulate import dataset_rows
+    from mnistkit.model_export.datasets import load_dataset
+    from mnistkit.pipeline.streaming.simulate import dataset_rows
 
     images, _ = load_dataset("mnist", "test", SAMPLE)
     return list(dataset_rows(images, count))
@@ -91,8 +91,8 @@ def _wait_for_rows(out: Path, count: int, timeout: float = 120) -> None:
 
 def watched_folder(model: str, work: Path, rate: float, seconds: float, max_batch: int) -> Latency:
     """`mnistkit stream --input watch://` fed at `rate` by simulate-stream's folder sink."""
-    from pipeline.simulate import FolderSink, simulate
-    from pipeline.streaming import StreamConfig, run_stream
+    from mnistkit.pipeline.streaming.pipeline import StreamConfig, run_stream
+    from mnistkit.pipeline.streaming.simulate import FolderSink, simulate
 
     incoming, out = work / "incoming", work / "out"
     shutil.rmtree(work, ignore_errors=True)
@@ -173,10 +173,10 @@ def paced_test_stream(model: str, work: Path, rate: float, seconds: float, max_b
     from apache_beam.testing.test_stream import TestStream
     from apache_beam.testing.test_stream_service import TestStreamServiceController
 
-    from pipeline.model import ServingModel, local_copy, resolve_model
-    from pipeline.stream_handler import StreamModelHandler
-    from pipeline.stream_io import WriteStreamFiles
-    from pipeline.streaming import BUNDLE_BASED_RUNNER, ScoreStream
+    from mnistkit.pipeline.inference.hot_swap import StreamModelHandler
+    from mnistkit.pipeline.inference.savedmodel import ServingModel, local_copy, resolve_model
+    from mnistkit.pipeline.io.streams import WriteStreamFiles
+    from mnistkit.pipeline.streaming.pipeline import BUNDLE_BASED_RUNNER, ScoreStream
 
     out = work / "out"
     shutil.rmtree(work, ignore_errors=True)

@@ -1,5 +1,5 @@
-"""Errors that are the user's to fix (missing data, bad config, short quota) become a one-line
-message and exit status 1, not a traceback."""
+"""Errors that are the user's to fix (missing data, bad config, short quota, a wrong model path)
+become a one-line message and exit status 1, not a traceback, on every command alike."""
 
 from __future__ import annotations
 
@@ -9,24 +9,54 @@ from typing import Any
 
 import click
 
+__all__ = ["user_error_types", "user_errors"]
 
-def user_errors(error_types: Callable[[], tuple[type[Exception], ...]]) -> Callable[[Callable], Callable]:
-    """Decorate a command so the exceptions `error_types()` names surface as click errors.
 
-    `error_types` is called only when something was raised, so the modules that define those
-    exceptions (Beam, TensorFlow behind them) load only then and `mnistkit --help` stays fast.
+@functools.cache
+def user_error_types() -> tuple[type[Exception], ...]:
+    """Every exception type the library raises for a problem the user can fix.
+
+    Imported only once something was raised, so the modules that define them (Beam, TensorFlow
+    behind them) load only then and `mnistkit --help` stays fast.
     """
+    from mnistkit.model_export.datasets import DatasetError
+    from mnistkit.model_export.evaluate import EvaluationError
+    from mnistkit.pipeline.batch import OutputExistsError
+    from mnistkit.pipeline.cloud.config import ConfigError
+    from mnistkit.pipeline.cloud.doctor import QuotaError
+    from mnistkit.pipeline.inference.savedmodel import ModelError
+    from mnistkit.pipeline.io.bigquery import BigQueryError
+    from mnistkit.pipeline.io.files import InputError
+    from mnistkit.pipeline.io.formats import FormatError
+    from mnistkit.pipeline.io.streams import StreamInputError
 
-    def decorate(fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except Exception as exc:
-                if isinstance(exc, error_types()):
-                    raise click.ClickException(str(exc)) from exc
-                raise
+    return (
+        DatasetError,
+        EvaluationError,
+        InputError,
+        FormatError,
+        ModelError,
+        OutputExistsError,
+        BigQueryError,
+        StreamInputError,
+        ConfigError,
+        QuotaError,
+        FileNotFoundError,
+    )
 
-        return wrapper
 
-    return decorate
+def user_errors(fn: Callable) -> Callable:
+    """Decorate a command so the user's errors (see user_error_types) surface as click errors."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            if isinstance(exc, user_error_types()):
+                raise click.ClickException(str(exc)) from exc
+            raise
+
+    return wrapper

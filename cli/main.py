@@ -7,22 +7,24 @@ import logging
 
 import click
 
-from model_export.runtime import configure_tensorflow_env
+from mnistkit.model_export.runtime import configure_tensorflow_env
 
 configure_tensorflow_env()
+
+__all__ = ["cli"]
 
 # Each command family lives in its own module and exposes COMMANDS; importing them lazily keeps
 # `mnistkit --help` fast (TensorFlow and Beam load only when a command runs).
 COMMAND_MODULES = [
-    "cli.model_cmds",
-    "cli.predict_cmds",
-    "cli.cloud_cmds",
-    "cli.stream_cmds",
+    "mnistkit.cli.model_cmds",
+    "mnistkit.cli.predict_cmds",
+    "mnistkit.cli.cloud_cmds",
+    "mnistkit.cli.stream_cmds",
 ]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "MNISTKIT"})
-@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info and library notices, -vv debug).")
 @click.version_option(package_name="mnist-dataflow-kit")
 def cli(verbose: int) -> None:
     """Train, export and serve an MNIST model with Apache Beam.
@@ -30,12 +32,12 @@ def cli(verbose: int) -> None:
     Everything runs locally by default (DirectRunner, local folders). Options can also be set
     through environment variables named MNISTKIT_<COMMAND>_<OPTION>, e.g. MNISTKIT_TRAIN_EPOCHS=3.
     """
+    from mnistkit.model_export.runtime import quiet_libraries
+
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not verbose:
-        # Local workers' log lines are relayed as warnings (environment notes about the host, not
-        # about the run); the kit's own summary says what matters. -v brings them back.
-        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+        quiet_libraries()
 
 
 for _module in COMMAND_MODULES:

@@ -8,30 +8,14 @@ from pathlib import Path
 
 import click
 
-from cli.errors import user_errors
-from model_export.datasets import DATASETS, DatasetError
+from mnistkit.cli.errors import user_errors
+from mnistkit.cli.options import data_dir_option, dataset_option
 
-dataset_option = click.option(
-    "--dataset",
-    type=click.Choice(sorted(DATASETS)),
-    default="mnist",
-    show_default=True,
-    help="Which dataset: handwritten digits or Fashion-MNIST clothing.",
-)
-data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder with the IDX files (.gz or raw) or mnist.npz. Without it the kit uses its cache "
-    "(~/.cache/mnistkit, downloading once) or Debian's /usr/share/datasets/fashion-mnist.",
-)
-
-
-# Dataset problems are the user's to fix, so they get the message, not a traceback.
-_fail_cleanly = user_errors(lambda: (DatasetError, FileNotFoundError))
+__all__ = ["COMMANDS"]
 
 
 def _export(model, export_dir: Path, metadata: dict) -> Path:
-    from model_export.export import export_saved_model
+    from mnistkit.model_export.export import export_saved_model
 
     version_dir = export_saved_model(model, export_dir, metadata)
     click.echo(f"Exported SavedModel: {version_dir}")
@@ -68,7 +52,7 @@ def _export(model, export_dir: Path, metadata: dict) -> Path:
     type=click.Path(file_okay=False, path_type=Path),
     help="Also export a versioned SavedModel here (<export-dir>/<unix-timestamp>/), ready to predict with.",
 )
-@_fail_cleanly
+@user_errors
 def train(dataset, data_dir, epochs, batch_size, learning_rate, seed, max_train_samples, output_dir, export_dir):
     """Train the CNN, evaluate it on the test split, and record metrics.
 
@@ -77,8 +61,8 @@ def train(dataset, data_dir, epochs, batch_size, learning_rate, seed, max_train_
       mnistkit train --dataset fashion-mnist --epochs 3 --export-dir models/
       tensorboard --logdir work/train/tensorboard
     """
-    from model_export.train import TrainConfig
-    from model_export.train import train as run_training
+    from mnistkit.model_export.train import TrainConfig
+    from mnistkit.model_export.train import train as run_training
 
     result = run_training(
         TrainConfig(
@@ -124,21 +108,18 @@ def train(dataset, data_dir, epochs, batch_size, learning_rate, seed, max_train_
     show_default=True,
     help="Where evaluation.json and confusion_matrix.png go.",
 )
-@_fail_cleanly
+@user_errors
 def evaluate(model_path, predictions, dataset, data_dir, output_dir):
     """Accuracy, per-class precision/recall and a confusion matrix on the test split."""
-    from model_export.evaluate import evaluate_model, evaluate_predictions
+    from mnistkit.model_export.evaluate import evaluate_model, evaluate_predictions
 
     if (model_path is None) == (predictions is None):
         raise click.UsageError("Give exactly one of --model or --predictions.")
     data_dir = str(data_dir) if data_dir else None
-    try:
-        if predictions:
-            evaluation = evaluate_predictions(predictions, dataset, data_dir, output_dir)
-        else:
-            evaluation = evaluate_model(model_path, dataset, data_dir, output_dir)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    if predictions:
+        evaluation = evaluate_predictions(predictions, dataset, data_dir, output_dir)
+    else:
+        evaluation = evaluate_model(model_path, dataset, data_dir, output_dir)
     click.echo(f"Accuracy {evaluation.accuracy:.4f} on {int(evaluation.confusion.sum())} test images")
     click.echo(f"{'class':<14}{'precision':>10}{'recall':>10}")
     for name, p, r in zip(evaluation.class_names, evaluation.precision, evaluation.recall, strict=True):
@@ -161,7 +142,7 @@ def evaluate(model_path, predictions, dataset, data_dir, output_dir):
     required=True,
     help="Base folder; the model goes to <export-dir>/<unix-timestamp>/.",
 )
-@_fail_cleanly
+@user_errors
 def export_command(model_path, export_dir):
     """Export a trained model as a versioned SavedModel with a key-passthrough signature.
 

@@ -1,4 +1,4 @@
-"""`mnistkit predict` and `mnistkit convert`: thin Click layers over pipeline.batch and pipeline.formats."""
+"""`mnistkit predict` and `mnistkit convert`: thin Click layers over pipeline.batch and pipeline.io.formats."""
 
 from __future__ import annotations
 
@@ -6,13 +6,39 @@ from typing import Any
 
 import click
 
-from cli.cloud_cmds import predict_cloud_options
-from model_export.datasets import DATASETS, SPLITS
-from pipeline.choices import FORMATS, INPUT_FORMATS, RUNNERS, RUNNING_MODES
+from mnistkit.cli.errors import user_errors
+from mnistkit.cli.options import (
+    bigquery_write_option,
+    dataflow_options,
+    env_epilog,
+    progress_option,
+    runner_option,
+    show_progress,
+    stack,
+)
+from mnistkit.cli.output import echo_job_status, echo_launch, echo_outputs, echo_summary, live_progress
+from mnistkit.model_export.datasets import DATASETS, SPLITS
+from mnistkit.pipeline.choices import FORMATS, INPUT_FORMATS, RUNNING_MODES
+
+__all__ = ["COMMANDS", "EXIT_TOO_MANY_ERRORS"]
 
 # Exit status when the run finished but rejected more rows than --max-error-rate allows.
 EXIT_TOO_MANY_ERRORS = 3
-_ENV = "Every option can also be set as MNISTKIT_<COMMAND>_<OPTION>, e.g. MNISTKIT_PREDICT_MODEL=models/mnist."
+_ENV = env_epilog("MNISTKIT_PREDICT_MODEL=models/mnist")
+
+_predict_cloud_options = stack(
+    click.option(
+        "--errors-output",
+        metavar="PREFIX",
+        help="Prefix of the dead letters and the summary; default: --output (a bq:// output needs one; "
+        "on Dataflow it defaults to gs://DATA_BUCKET/runs/JOB_NAME).",
+    ),
+    bigquery_write_option,
+    dataflow_options("mnistkit-predict"),
+    click.option(
+        "--wait", is_flag=True, help="Dataflow: follow the job (state and row counts), then write the summary."
+    ),
+)
 
 
 @click.command(context_settings={"show_default": True}, epilog=_ENV)
@@ -50,7 +76,7 @@ _ENV = "Every option can also be set as MNISTKIT_<COMMAND>_<OPTION>, e.g. MNISTK
     show_envvar=True,
     help="Input format. Default: from the extension (.txt/.csv text, .jsonl/.json, .tfrecord).",
 )
-@click.option("--runner", type=click.Choice(RUNNERS), default="direct", show_envvar=True, help="Where to run.")
+@runner_option("Run here, or launch on Dataflow with the settings of `mnistkit config show`.")
 @click.option(
     "--workers",
     type=click.IntRange(min=0),
@@ -89,7 +115,9 @@ _ENV = "Every option can also be set as MNISTKIT_<COMMAND>_<OPTION>, e.g. MNISTK
     help=f"Exit with status {EXIT_TOO_MANY_ERRORS} when rejected/read rows exceed this fraction (e.g. 0.01).",
 )
 @click.option("--overwrite", is_flag=True, show_envvar=True, help="Replace the outputs of an earlier run.")
-@predict_cloud_options
+@progress_option
+@_predict_cloud_options
+@user_errors
 def predict(
     model: str,
     input_uri: str,
@@ -102,6 +130,7 @@ def predict(
     max_batch: int,
     max_error_rate: float | None,
     overwrite: bool,
+    progress: bool | None,
     errors_output: str | None,
     bigquery_write: str,
     **cloud: Any,
@@ -115,13 +144,8 @@ def predict(
     BigQuery tables work as --input and --output: bq://project.dataset.table.
     --runner dataflow launches on Dataflow with the settings of `mnistkit config show`.
     """
-    from cli.cloud_cmds import launch_on_dataflow, local_run_config
-    from pipeline.batch import OutputExistsError, PredictConfig, run_predict
-    from pipeline.bigquery import BigQueryError
-    from pipeline.files import InputError
-    from pipeline.formats import FormatError
-    from pipeline.model import ModelError
-    from pipeline.options import RunnerConfig
+    from mnistkit.pipeline.batch import PredictConfig
+    from mnistkit.pipeline.runners import RunnerConfig
 
     if min_batch is not None and min_batch > max_batch:
         raise click.BadParameter(f"--min-batch {min_batch} exceeds --max-batch {max_batch}", param_hint="--min-batch")
@@ -137,27 +161,55 @@ def predict(
         errors_output=errors_output,
         bigquery_write=bigquery_write,
     )
-    try:
-        if runner == "dataflow":
-            launch_on_dataflow(config, **cloud)
+    if runner == "dataflow":
+        summary = _predict_on_dataflow(config, **cloud)
+        if summary is None:
             return
-        summary = run_predict(local_run_config(config, cloud))
-    except (InputError, FormatError, ModelError, OutputExistsError, BigQueryError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(
-        f"Predicted {summary.rows_predicted:,} of {summary.rows_read:,} rows in {summary.wall_time_s:.1f} s "
-        f"({summary.rows_per_s:,.0f} rows/s); rejected {summary.rows_rejected:,}"
-        + (": " + ", ".join(f"{reason} {n:,}" for reason, n in summary.rejected.items()) if summary.rejected else "")
-    )
-    click.echo(f"Predictions: {config.predictions_pattern}")
-    click.echo(f"Dead letters: {config.errors_pattern}")
-    click.echo(f"Summary: {config.summary_path}")
+    else:
+        summary = _predict_here(config, cloud, progress)
     if not summary.reconciled:
         raise click.ClickException("rows read != predicted + rejected; see the summary and report a bug")
     if max_error_rate is not None and summary.error_rate > max_error_rate:
         rate = f"{summary.error_rate:.2%} of the rows were rejected"
         click.echo(f"Error: {rate}, above --max-error-rate {max_error_rate:.2%}.", err=True)
         raise SystemExit(EXIT_TOO_MANY_ERRORS)
+
+
+def _predict_here(config: Any, cloud: dict[str, Any], progress: bool | None) -> Any:
+    from mnistkit.cli.options import refuse_dataflow_options, resolve_config
+    from mnistkit.pipeline.batch import run_predict
+    from mnistkit.pipeline.cloud.launch import local_predict_config
+    from mnistkit.pipeline.io.bigquery import is_bigquery
+
+    refuse_dataflow_options(cloud)
+    if is_bigquery(config.input) or is_bigquery(config.output):
+        config = local_predict_config(config, resolve_config(cloud["settings"]))
+    if show_progress(progress):
+        with live_progress():
+            summary = run_predict(config)
+    else:
+        summary = run_predict(config)
+    echo_summary(summary)
+    echo_outputs(summary.outputs)
+    return summary
+
+
+def _predict_on_dataflow(config: Any, *, wait: bool, **options: Any) -> Any:
+    """Launch on Dataflow; with --wait, follow the job and return its Summary (else None)."""
+    from mnistkit.cli.options import dataflow_runner
+    from mnistkit.pipeline.cloud.launch import follow_job, launch_predict
+
+    launch = launch_predict(config, dataflow_runner("mnistkit-predict", **options))
+    echo_launch(launch, "batch")
+    started = launch.run.config
+    echo_outputs({"predictions": started.predictions_pattern, "errors": started.errors_pattern})
+    if not (wait and launch.submitted):
+        return None
+    follow_job(launch.run.result, echo_job_status)
+    summary = launch.run.finish()
+    echo_summary(summary)
+    echo_outputs({"summary": started.summary_path})
+    return summary
 
 
 @click.command(context_settings={"show_default": True}, epilog=_ENV)
@@ -223,6 +275,7 @@ def predict(
     show_envvar=True,
     help="Split the output into N files (NAME-00000-of-0000N.EXT), so N workers can read a TFRecord input.",
 )
+@user_errors
 def convert(
     input_uri: str | None,
     dataset: str | None,
@@ -245,26 +298,21 @@ def convert(
     Example:
       mnistkit convert --dataset mnist --split test --output data/test.txt.gz
     """
-    from model_export.datasets import DatasetError
-    from pipeline.files import InputError
-    from pipeline.formats import FormatError, convert, detect_format
+    from mnistkit.pipeline.io.formats import convert, detect_format
 
-    try:
-        result = convert(
-            input_uri,
-            output,
-            fmt or detect_format(output),
-            input_format=input_format,
-            limit=limit,
-            key_start=key_start,
-            repeat=repeat,
-            shards=shards,
-            dataset=dataset,
-            split=split,
-            data_dir=data_dir,
-        )
-    except (InputError, FormatError, DatasetError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    result = convert(
+        input_uri,
+        output,
+        fmt or detect_format(output),
+        input_format=input_format,
+        limit=limit,
+        key_start=key_start,
+        repeat=repeat,
+        shards=shards,
+        dataset=dataset,
+        split=split,
+        data_dir=data_dir,
+    )
     click.echo(f"Wrote {result.rows:,} rows to {', '.join(result.files)}")
     if result.rejected:
         skipped = ", ".join(f"{reason} {n:,}" for reason, n in sorted(result.rejected.items()))

@@ -1,5 +1,4 @@
-"""`mnistkit stream` and `mnistkit simulate-stream`: thin Click layers over pipeline.streaming and
-pipeline.simulate."""
+"""`mnistkit stream` and `mnistkit simulate-stream`: thin Click layers over pipeline.streaming."""
 
 from __future__ import annotations
 
@@ -8,10 +7,21 @@ from typing import Any
 
 import click
 
-from cli.cloud_cmds import dataflow_options, dataflow_runner, refuse_dataflow_options
-from cli.model_cmds import data_dir_option, dataset_option
+from mnistkit.cli.errors import user_errors
+from mnistkit.cli.options import (
+    data_dir_option,
+    dataflow_options,
+    dataflow_runner,
+    dataset_option,
+    env_epilog,
+    refuse_dataflow_options,
+    runner_option,
+)
+from mnistkit.cli.output import echo_launch, echo_outputs, echo_summary
 
-_ENV = "Every option can also be set as MNISTKIT_<COMMAND>_<OPTION>, e.g. MNISTKIT_STREAM_MAX_BATCH=10."
+__all__ = ["COMMANDS"]
+
+_ENV = env_epilog("MNISTKIT_STREAM_MAX_BATCH=10")
 
 
 @click.command(context_settings={"show_default": True}, epilog=_ENV)
@@ -31,8 +41,8 @@ _ENV = "Every option can also be set as MNISTKIT_<COMMAND>_<OPTION>, e.g. MNISTK
     envvar="MNISTKIT_STREAM_INPUT",
     show_envvar=True,
     help="pubsub://projects/P/subscriptions/S, pubsub://projects/P/topics/T, or watch://DIR for new "
-    'files in a folder (local or gs://). Payload: one JSON row {"key": int, "image": [784 values]} '
-    "per message or line.",
+    'files in a folder (local or gs://). A message holds one JSON row {"key": int, "image": [784 values]}; '
+    "a file may be in any format `mnistkit predict` reads (text, JSON lines, TFRecord, .gz), told by its name.",
 )
 @click.option(
     "--output",
@@ -90,14 +100,9 @@ _ENV = "Every option can also be set as MNISTKIT_<COMMAND>_<OPTION>, e.g. MNISTK
     show_envvar=True,
     help="watch:// inputs: stop once no new file has appeared for this many seconds.",
 )
-@click.option(
-    "--runner",
-    type=click.Choice(["direct", "dataflow"]),
-    default="direct",
-    show_envvar=True,
-    help="Run here, or launch a streaming job on Dataflow with the settings of `mnistkit config show`.",
-)
+@runner_option("Run here, or launch a streaming job on Dataflow with the settings of `mnistkit config show`.")
 @dataflow_options("mnistkit-stream")
+@user_errors
 def stream(
     model: str,
     input_uri: str,
@@ -124,13 +129,8 @@ def stream(
       mnistkit stream --model models/ --input watch://incoming/ --output scored/ --idle-stop 30
       mnistkit simulate-stream --to incoming/ --rate 100 --count 2000
     """
-    from pipeline.bigquery import BigQueryError
-    from pipeline.model import ModelError
-    from pipeline.stream_io import StreamInputError
-    from pipeline.streaming import StreamConfig, run_stream
+    from mnistkit.pipeline.streaming.pipeline import StreamConfig, run_stream
 
-    if runner == "direct":
-        refuse_dataflow_options(cloud)
     config = StreamConfig(
         model=model,
         input=input_uri,
@@ -142,30 +142,24 @@ def stream(
         duration=duration,
         idle=idle_stop,
         errors_output=errors_output,
-        dataflow=dataflow_runner("mnistkit-stream", **cloud) if runner == "dataflow" else None,
     )
-    try:
-        result = run_stream(config)
-    except (StreamInputError, ModelError, BigQueryError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    if config.dataflow is not None:
-        if result.job_id:
-            click.echo(f"Submitted Dataflow streaming job {config.dataflow.job_name}: {result.job_id}")
-            click.echo(f"Console: {result.console_url}")
-        else:
-            click.echo(f"Dry run: job {config.dataflow.job_name} built and staged, not submitted")
-            click.echo(f"Job description: {result.template_location}")
+    if runner == "dataflow":
+        from mnistkit.pipeline.cloud.launch import launch_stream
+
+        echo_launch(launch_stream(config, dataflow_runner("mnistkit-stream", **cloud)), "streaming")
         return
-    summary = result.summary
-    click.echo(
-        f"Predicted {summary.rows_predicted:,} of {summary.rows_read:,} rows; rejected {summary.rows_rejected:,}"
-        + (": " + ", ".join(f"{r} {n:,}" for r, n in summary.rejected.items()) if summary.rejected else "")
-    )
+    refuse_dataflow_options(cloud)
+    result = run_stream(config)
+    echo_summary(result.summary)
     if result.latency_ms:
         latency = result.latency_ms
         click.echo(f"Latency ms: min {latency['min']:,}, mean {latency['mean']:,}, max {latency['max']:,}")
-    click.echo(f"Predictions: {output if output.startswith('bq://') else output + '/predictions-*.jsonl'}")
-    click.echo(f"Dead letters: {config.errors_folder}/errors-*.jsonl")
+    echo_outputs(
+        {
+            "predictions": output if output.startswith("bq://") else output + "/predictions-*.jsonl",
+            "errors": f"{config.errors_folder}/errors-*.jsonl",
+        }
+    )
 
 
 @click.command(name="simulate-stream", context_settings={"show_default": True}, epilog=_ENV)
@@ -198,6 +192,7 @@ def stream(
     show_envvar=True,
     help="Shortest gap between two sends; rows due meanwhile share a file (or a publish burst).",
 )
+@user_errors
 def simulate_stream(
     target: str,
     rate: float,
@@ -216,15 +211,11 @@ def simulate_stream(
       mnistkit stream --model models/ --input watch://incoming/ --output scored/ --idle-stop 10
       mnistkit simulate-stream --to incoming/ --rate 100 --count 2000
     """
-    from model_export.datasets import DatasetError, load_dataset
-    from pipeline.simulate import dataset_rows, open_sink, simulate
-    from pipeline.stream_io import StreamInputError
+    from mnistkit.model_export.datasets import load_dataset
+    from mnistkit.pipeline.streaming.simulate import dataset_rows, open_sink, simulate
 
-    try:
-        images, _ = load_dataset(dataset, "test", data_dir)
-        sink = open_sink(target)
-    except (DatasetError, StreamInputError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    images, _ = load_dataset(dataset, "test", data_dir)
+    sink = open_sink(target)
     result = simulate(dataset_rows(images, count, key_start, bad_every), count, rate, sink, min_send_seconds)
     click.echo(
         f"Sent {result.rows:,} rows in {result.sends:,} sends over {result.seconds:.1f} s "

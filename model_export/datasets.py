@@ -24,6 +24,22 @@ from pathlib import Path
 
 import numpy as np
 
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "DatasetSpec",
+    "IDX_FILES",
+    "RemoteFile",
+    "SPLITS",
+    "cache_dir",
+    "dataset_spec",
+    "download_dataset",
+    "load_dataset",
+    "read_idx",
+    "read_npz",
+    "read_split",
+]
+
 SPLITS = ("train", "test")
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

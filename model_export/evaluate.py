@@ -10,13 +10,30 @@ from typing import Any
 
 import numpy as np
 
-from model_export.datasets import dataset_spec, load_dataset
-from model_export.export import SIGNATURE_NAME, latest_version
-from model_export.model import NUM_CLASSES, to_model_input
+from mnistkit.model_export.datasets import dataset_spec, load_dataset
+from mnistkit.model_export.export import SIGNATURE_NAME, latest_version
+from mnistkit.model_export.model import NUM_CLASSES, to_model_input
+
+__all__ = [
+    "CONFUSION_PNG",
+    "EVALUATION_JSON",
+    "Evaluation",
+    "EvaluationError",
+    "classes_from_predictions",
+    "evaluate_model",
+    "evaluate_predictions",
+    "plot_confusion",
+    "predict_classes",
+    "score",
+]
 
 EVALUATION_JSON = "evaluation.json"
 CONFUSION_PNG = "confusion_matrix.png"
 _PREDICT_BATCH = 1024
+
+
+class EvaluationError(ValueError):
+    """Prediction files that cannot be scored against the split (a key missing, repeated or unknown)."""
 
 
 @dataclass
@@ -92,11 +109,11 @@ def classes_from_predictions(pattern: str, count: int) -> np.ndarray:
                 row = json.loads(line)
                 key = row["key"]
                 if not 0 <= key < count or predicted[key] != -1:
-                    raise ValueError(f"{path}: key {key} is outside 0..{count - 1} or appears twice")
+                    raise EvaluationError(f"{path}: key {key} is outside 0..{count - 1} or appears twice")
                 predicted[key] = row["class"]
     missing = np.flatnonzero(predicted == -1)
     if missing.size:
-        raise ValueError(f"{missing.size} of {count} keys have no prediction (first: {missing[0]})")
+        raise EvaluationError(f"{missing.size} of {count} keys have no prediction (first: {missing[0]})")
     return predicted
 
 
@@ -133,7 +150,7 @@ def _write_report(evaluation: Evaluation, output_dir: str | os.PathLike | None) 
 
 
 def plot_confusion(evaluation: Evaluation, path: os.PathLike) -> None:
-    from model_export.plots import pyplot
+    from mnistkit.model_export.plots import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 6))

@@ -18,7 +18,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from model_export.model import NUM_CLASSES, NUM_PIXELS
+from mnistkit.model_export.model import NUM_CLASSES, NUM_PIXELS
+
+__all__ = [
+    "KERAS_FILE",
+    "MODEL_JSON",
+    "SIGNATURE_INPUTS",
+    "SIGNATURE_NAME",
+    "SIGNATURE_OUTPUTS",
+    "export_saved_model",
+    "latest_version",
+    "model_info",
+    "newest_version",
+]
 
 SIGNATURE_NAME = "serving_default"
 MODEL_JSON = "model.json"
@@ -122,7 +134,7 @@ def latest_version(export_dir: str | os.PathLike) -> Path:
 def newest_version(version_dirs: Iterable[str]) -> str | None:
     """The dir named with the largest number among `version_dirs` (paths or URIs); None if none is.
 
-    Pure, so local export dirs (above) and gs:// ones listed through Beam (pipeline/model.py)
+    Pure, so local export dirs (above) and gs:// ones listed through Beam (pipeline/inference/savedmodel.py)
     agree on which version is current.
     """
     numbered = [(int(os.path.basename(d)), d) for d in version_dirs if os.path.basename(d).isdigit()]

@@ -12,6 +12,15 @@ The first layer works at full resolution, so its width costs most; the second is
 
 from __future__ import annotations
 
+__all__ = [
+    "BN_MOMENTUM",
+    "IMAGE_SIZE",
+    "NUM_CLASSES",
+    "NUM_PIXELS",
+    "build_model",
+    "to_model_input",
+]
+
 IMAGE_SIZE = 28
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 NUM_CLASSES = 10

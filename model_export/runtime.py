@@ -9,7 +9,19 @@ users can still opt out, e.g. `TF_ENABLE_ONEDNN_OPTS=0`.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import logging
 import os
+import sys
+from typing import Any
+
+__all__ = [
+    "DEFAULTS",
+    "configure_tensorflow_env",
+    "quiet_libraries",
+]
 
 DEFAULTS = {
     # TensorFlow's C++ start-up chatter (CPU features, CUDA probing) buries the kit's own output.
@@ -26,3 +38,62 @@ def configure_tensorflow_env() -> None:
     """Apply DEFAULTS to os.environ where the user has not set them."""
     for name, value in DEFAULTS.items():
         os.environ.setdefault(name, value)
+
+
+def quiet_libraries() -> None:
+    """Keep library notices that say nothing about the run out of normal output (-v shows them).
+
+    - Beam's local workers relay their log lines as warnings (notes about the host), and its
+      RunInference warns on every model load that it cannot read this platform's memory use.
+    - TensorFlow's C++ core prints its oneDNN banner twice while `import tensorflow` runs, to
+      file descriptor 2 and before absl logging exists, so no log level or env var reaches it:
+      stderr is muted for the duration of that one import (Python errors still surface, as the
+      ImportError raised after it).
+    """
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+    logging.getLogger().addFilter(_drop_host_notices)
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport("tensorflow"))
+
+
+_HOST_NOTICES = ("Resource module is not available",)
+
+
+def _drop_host_notices(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_HOST_NOTICES)
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Finds one top-level package as usual, but runs its import with file descriptor 2 muted."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if name != self._name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _MutedLoader(spec.loader)
+        return spec
+
+
+class _MutedLoader(importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            self._loader.exec_module(module)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)

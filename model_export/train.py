@@ -9,8 +9,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model_export.datasets import dataset_spec, load_dataset
-from model_export.model import build_model, to_model_input
+from mnistkit.model_export.datasets import dataset_spec, load_dataset
+from mnistkit.model_export.model import build_model, to_model_input
+
+__all__ = [
+    "CURVE_PNG",
+    "KERAS_MODEL",
+    "METRICS_JSON",
+    "TENSORBOARD_DIR",
+    "TrainConfig",
+    "TrainResult",
+    "plot_training_curve",
+    "train",
+]
 
 KERAS_MODEL = "model.keras"
 METRICS_JSON = "metrics.json"
@@ -129,7 +140,7 @@ def train(config: TrainConfig) -> TrainResult:
 
 
 def plot_training_curve(metrics: dict[str, Any], path: os.PathLike) -> None:
-    from model_export.plots import pyplot
+    from mnistkit.model_export.plots import pyplot
 
     plt = pyplot()
     epochs = [e["epoch"] for e in metrics["epochs"]]

@@ -8,6 +8,9 @@ rejected with a reason. Both ends are counted in the same fused steps that write
 from __future__ import annotations
 
 import json
+import threading
+import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,14 +19,34 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
+__all__ = [
+    "LATENCY_MS",
+    "NAMESPACE",
+    "ProgressSnapshot",
+    "ROWS_PREDICTED",
+    "ROWS_READ",
+    "Summary",
+    "count_predicted",
+    "count_read",
+    "count_rejected",
+    "progress",
+    "query_counters",
+    "record_latency",
+    "start_progress",
+]
+
 NAMESPACE = "mnistkit"
 ROWS_READ = "rows_read"
 ROWS_PREDICTED = "rows_predicted"
+# A distribution of end-to-end stream latencies (event time → prediction), in ms.
+LATENCY_MS = "latency_ms"
 _REJECTED_PREFIX = "rejected_"
 
 
-def count_read(n: int) -> None:
+def count_read(n: int, nbytes: int = 0) -> None:
+    """`n` rows read (`nbytes` of input consumed with them, for the progress display)."""
     Metrics.counter(NAMESPACE, ROWS_READ).inc(n)
+    _PROGRESS.add(n, nbytes)
 
 
 def count_predicted(n: int) -> None:
@@ -34,12 +57,80 @@ def count_rejected(reason: str) -> None:
     Metrics.counter(NAMESPACE, _REJECTED_PREFIX + reason).inc()
 
 
-def query_counters(result: Any) -> dict[str, int]:
-    """The mnistkit counters of a finished pipeline, summed over steps (committed where supported)."""
+def record_latency(ms: float) -> None:
+    Metrics.distribution(NAMESPACE, LATENCY_MS).update(int(ms))
+
+
+@dataclass(frozen=True)
+class ProgressSnapshot:
+    """How far the input has been read, as this process sees it."""
+
+    rows: int
+    bytes: int
+    total_bytes: int
+    elapsed_s: float
+
+    @property
+    def fraction(self) -> float | None:
+        return min(self.bytes / self.total_bytes, 1.0) if self.total_bytes else None
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the rate so far, judged by bytes (the row total is unknown up front)."""
+        fraction = self.fraction
+        if not fraction or fraction >= 1:
+            return None
+        return self.elapsed_s * (1 - fraction) / fraction
+
+
+class _Progress:
+    """Rows and bytes read by the workers of this process: the local runner's threads report here,
+    so a display thread can follow a run that Beam's metrics only report once it has finished.
+    Workers in other processes (multi_processing, Dataflow) are not seen."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset(0)
+
+    def reset(self, total_bytes: int) -> None:
+        with self._lock:
+            self._rows = self._bytes = 0
+            self._total = total_bytes
+            self._started = time.monotonic()
+
+    def add(self, rows: int, nbytes: int) -> None:
+        with self._lock:
+            self._rows += rows
+            self._bytes += nbytes
+
+    def snapshot(self) -> ProgressSnapshot:
+        with self._lock:
+            return ProgressSnapshot(self._rows, self._bytes, self._total, time.monotonic() - self._started)
+
+
+_PROGRESS = _Progress()
+
+
+def start_progress(total_bytes: int) -> None:
+    """Start following a run that reads `total_bytes` of input."""
+    _PROGRESS.reset(total_bytes)
+
+
+def progress() -> ProgressSnapshot:
+    return _PROGRESS.snapshot()
+
+
+def query_counters(result: Any, committed: bool = True) -> dict[str, int]:
+    """The mnistkit counters of a pipeline, summed over steps: committed values where the runner
+    has them (a finished run), else, or when `committed` is False (a running one), attempted ones."""
     totals: dict[str, int] = {}
     for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         try:
-            value = counter.committed
+            value = counter.committed if committed else counter.attempted
         except NotImplementedError:
             value = counter.attempted
         name = counter.key.metric.name
@@ -103,7 +194,16 @@ class Summary:
         return out
 
     def write(self, path: str) -> None:
+        """Write the summary where readers only ever see a whole one (a temp name, then a rename)."""
+        data = json.dumps(self.to_dict(), indent=2).encode() + b"\n"
+        temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
         with FileSystems.create(
-            path, mime_type="application/json", compression_type=CompressionTypes.UNCOMPRESSED
+            temporary, mime_type="application/json", compression_type=CompressionTypes.UNCOMPRESSED
         ) as f:
-            f.write(json.dumps(self.to_dict(), indent=2).encode() + b"\n")
+            f.write(data)
+        try:
+            # os.rename replaces a local file atomically; a GCS rename is a copy over the old object.
+            FileSystems.rename([temporary], [path])
+        except BaseException:
+            FileSystems.delete([temporary])
+            raise

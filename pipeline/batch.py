@@ -22,15 +22,16 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline import bigquery
-from pipeline.accounting import Summary, query_counters
-from pipeline.choices import FORMATS
-from pipeline.files import match_files
-from pipeline.formats import FormatError, detect_format
-from pipeline.handler import SavedModelHandler
-from pipeline.model import ModelInfo, validate_model
-from pipeline.options import RunnerConfig
-from pipeline.transforms import (
+from mnistkit.pipeline import accounting
+from mnistkit.pipeline.accounting import Summary, query_counters
+from mnistkit.pipeline.choices import FORMATS
+from mnistkit.pipeline.inference.handler import SavedModelHandler
+from mnistkit.pipeline.inference.savedmodel import ModelInfo, validate_model
+from mnistkit.pipeline.io import bigquery
+from mnistkit.pipeline.io.files import match_files
+from mnistkit.pipeline.io.formats import FormatError, detect_format
+from mnistkit.pipeline.runners import Runner, RunnerConfig
+from mnistkit.pipeline.transforms import (
     DEAD_LETTERS,
     ParseRecords,
     Predict,
@@ -38,6 +39,16 @@ from pipeline.transforms import (
     dead_letter_to_json,
     predictions_to_json,
 )
+
+__all__ = [
+    "OutputExistsError",
+    "PredictConfig",
+    "READ_BATCH_ROWS",
+    "StartedRun",
+    "build_pipeline",
+    "run_predict",
+    "start_predict",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -67,7 +78,7 @@ class PredictConfig:
     max_batch: int = 256
     read_batch: int = READ_BATCH_ROWS
     overwrite: bool = False
-    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    runner: Runner = field(default_factory=RunnerConfig)
     # Prefix of the dead letters and the summary; default: `output` (required for a bq:// output).
     errors_output: str | None = None
     # A bq:// output: "append" to the table or "truncate" it first.
@@ -172,9 +183,10 @@ def start_predict(config: PredictConfig) -> StartedRun:
         raise bigquery.BigQueryError("a BigQuery output needs --errors-output, a prefix for dead letters and summary")
     if bigquery.is_bigquery(config.input):
         fmt = bigquery.SOURCE_FORMAT
+        accounting.start_progress(0)
     else:
         fmt = config.format or detect_format(config.input)
-        match_files(config.input)
+        accounting.start_progress(sum(size for _, size in match_files(config.input)))
     if fmt not in FORMATS:
         raise FormatError(f"predict reads {', '.join(FORMATS)}; convert {fmt} inputs first (mnistkit convert).")
     model = validate_model(config.model)

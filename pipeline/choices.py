@@ -1,6 +1,23 @@
-"""Option values shared by the pipeline and the CLI; dependency-free so `mnistkit --help` stays fast."""
+"""Every choice list the kit offers, in one place: the CLI's option choices and the library's
+checks read them from here. Dependency-free, so `mnistkit --help` stays fast."""
+
+__all__ = [
+    "BIGQUERY_READ_METHODS",
+    "BIGQUERY_WRITES",
+    "FORMATS",
+    "IMAGE_BACKENDS",
+    "INPUT_FORMATS",
+    "RUNNERS",
+    "RUNNING_MODES",
+]
 
 FORMATS = ("text", "jsonl", "tfrecord")
 INPUT_FORMATS = (*FORMATS, "idx")
 RUNNERS = ("direct", "dataflow")
 RUNNING_MODES = ("multi_processing", "multi_threading", "in_memory")
+# A bq:// output: add rows to the table, or replace its rows (a batch load).
+BIGQUERY_WRITES = ("append", "truncate")
+# A bq:// input: the Storage Read API, or an export job where the deployment grants no read sessions.
+BIGQUERY_READ_METHODS = ("DIRECT_READ", "EXPORT")
+# Where `mnistkit image build` builds: Cloud Build, or a local Docker engine.
+IMAGE_BACKENDS = ("cloud-build", "docker")

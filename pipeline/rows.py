@@ -1,4 +1,5 @@
-"""Row types shared by every pipeline (batch now, streaming and BigQuery later).
+"""The row model every part of the kit shares: raw, parsed and predicted batches, dead letters
+and their reasons, and the records and micro-batches of a stream.
 
 A pipeline moves *batches* of rows, never single rows: parsing, the model call and output
 formatting are all vectorised over a batch, and Beam's per-element overhead is paid once per batch.
@@ -10,14 +11,30 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 import numpy as np
 
-from model_export.model import NUM_CLASSES, NUM_PIXELS
+from mnistkit.model_export.model import NUM_CLASSES, NUM_PIXELS
+
+__all__ = [
+    "DEAD_LETTERS",
+    "DeadLetter",
+    "MAX_RAW_CHARS",
+    "ParsedBatch",
+    "PredictionBatch",
+    "RawBatch",
+    "Reason",
+    "ScoredBatch",
+    "StreamBatch",
+    "StreamRecord",
+]
 
 # Dead letters keep the start of the offending row only: enough to find and fix it, and a
 # multi-megabyte garbage line must not make the errors file explode.
 MAX_RAW_CHARS = 200
+# The tag of every transform's dead-letter output (Beam's TaggedOutput name).
+DEAD_LETTERS = "dead_letters"
 
 
 class Reason(StrEnum):
@@ -33,6 +50,7 @@ class Reason(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     INVALID_JSON = "invalid_json"
     BAD_TFRECORD = "bad_tfrecord"
+    UNKNOWN_FORMAT = "unknown_format"
     INFERENCE_ERROR = "inference_error"
 
 
@@ -65,6 +83,11 @@ class RawBatch:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes these records took in their file, about (one separator or frame each)."""
+        return sum(map(len, self.records)) + len(self.records)
 
 
 @dataclass(frozen=True)
@@ -139,3 +162,38 @@ class PredictionBatch:
             _PREDICTION_TEMPLATE % (key, cls, *values)
             for key, cls, values in zip(self.keys.tolist(), self.classes.tolist(), floats, strict=True)
         )
+
+
+class StreamRecord(NamedTuple):
+    """One arriving record: its raw payload in `format`, where it came from, its event time (epoch s)."""
+
+    payload: bytes
+    source: str
+    event_time: float
+    format: str = "jsonl"
+
+
+@dataclass(frozen=True)
+class StreamBatch:
+    """Parsed rows of one micro-batch and, per row, its event time (seconds since the epoch)."""
+
+    rows: ParsedBatch
+    event_times: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """A StreamBatch after its model call: outputs for every row, errors for rows that failed.
+
+    `errors` maps a row index to why the model failed on it (its outputs are then meaningless).
+    """
+
+    batch: StreamBatch
+    probabilities: np.ndarray
+    classes: np.ndarray
+    errors: dict[int, str]
+    model_version: str
+    predicted_at: float

@@ -11,13 +11,11 @@ from collections.abc import Iterator
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
-from pipeline import accounting
-from pipeline.files import FileRange, plan_ranges, read_range
-from pipeline.handler import SavedModelHandler
-from pipeline.parsing import parse
-from pipeline.rows import DeadLetter, ParsedBatch, PredictionBatch, RawBatch
-
-DEAD_LETTERS = "dead_letters"
+from mnistkit.pipeline import accounting
+from mnistkit.pipeline.inference.handler import SavedModelHandler
+from mnistkit.pipeline.io.files import FileRange, is_compressed, plan_ranges, read_range
+from mnistkit.pipeline.io.parsing import parse
+from mnistkit.pipeline.rows import DEAD_LETTERS, DeadLetter, ParsedBatch, PredictionBatch, RawBatch
 
 
 class _ReadRangeFn(beam.DoFn):
@@ -26,13 +24,18 @@ class _ReadRangeFn(beam.DoFn):
         self._batch_rows = batch_rows
 
     def process(self, file_range: FileRange) -> Iterator[RawBatch | beam.pvalue.TaggedOutput]:
+        # Progress is told in bytes of the input as stored: records' own bytes where the file is
+        # stored as read, the range's size once it is done where it is compressed.
+        compressed = is_compressed(file_range.path)
         for item in read_range(file_range, self._fmt, self._batch_rows):
             if isinstance(item, DeadLetter):
                 accounting.count_read(1)
                 yield beam.pvalue.TaggedOutput(DEAD_LETTERS, item)
             else:
-                accounting.count_read(len(item))
+                accounting.count_read(len(item), 0 if compressed else item.nbytes)
                 yield item
+        if compressed:
+            accounting.count_read(0, file_range.size)
 
 
 class ReadFiles(beam.PTransform):

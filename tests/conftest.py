@@ -7,11 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from model_export.runtime import configure_tensorflow_env
+from mnistkit.model_export.runtime import configure_tensorflow_env
 
 configure_tensorflow_env()
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# What makes a test slow: a trained model (the first one trains, ~10 s), a whole pipeline run,
+# an emulator or a real terraform/checkov. `make test-fast` runs the rest (`-m "not slow"`).
+_SLOW_FIXTURES = {"trained_model", "exported_model", "run_pipeline", "staged", "gcs", "bigquery", "cloud_env"}
+_SLOW_AREAS = {"cloud", "infra"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        area = Path(str(item.fspath)).relative_to(REPO_ROOT / "tests").parts[0]
+        if area in _SLOW_AREAS or _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +42,7 @@ def mnist_sample_dir(shared_datasets: Path) -> Path:
 @pytest.fixture(scope="session")
 def mnist_test_set(mnist_sample_dir: Path):
     """(images uint8 [1000, 28, 28], labels uint8 [1000]) from the MNIST sample's test split."""
-    from model_export.datasets import load_dataset
+    from mnistkit.model_export.datasets import load_dataset
 
     return load_dataset("mnist", "test", mnist_sample_dir)
 
@@ -39,7 +50,7 @@ def mnist_test_set(mnist_sample_dir: Path):
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory, mnist_sample_dir: Path):
     """A real training run, kept short: 3,000 images, 2 epochs (~10 s on 2 cores)."""
-    from model_export.train import TrainConfig, train
+    from mnistkit.model_export.train import TrainConfig, train
 
     return train(
         TrainConfig(
@@ -56,7 +67,7 @@ def trained_model(tmp_path_factory, mnist_sample_dir: Path):
 @pytest.fixture(scope="session")
 def exported_model(tmp_path_factory, trained_model) -> Path:
     """An export base dir `D` holding one version `D/<unix-ts>/` (SavedModel + model.json + model.keras)."""
-    from model_export.export import export_saved_model
+    from mnistkit.model_export.export import export_saved_model
 
     export_dir = tmp_path_factory.mktemp("models")
     export_saved_model(

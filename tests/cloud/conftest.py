@@ -214,7 +214,7 @@ def bigquery(bigquery_emulator, fake_credentials, monkeypatch) -> Iterator[BigQu
 @pytest.fixture
 def cloud_env(tmp_path, monkeypatch) -> Path:
     """A config file holding terraform_outputs() (as `mnistkit config refresh` writes it), via MNISTKIT_CONFIG."""
-    from pipeline.config import write_config_file
+    from mnistkit.pipeline.cloud.config import write_config_file
 
     for name in list(os.environ):
         if name.startswith("MNISTKIT_"):

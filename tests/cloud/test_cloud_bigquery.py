@@ -8,7 +8,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from cloudtest import DATA_BUCKET, DATASET, PROJECT
 
-from pipeline.bigquery import (
+from mnistkit.pipeline.io.bigquery import (
     INPUT_SCHEMA,
     PREDICTIONS_SCHEMA,
     BigQueryError,
@@ -17,10 +17,9 @@ from pipeline.bigquery import (
     WritePredictionsToBigQuery,
     parse_table,
 )
-from pipeline.options import RunnerConfig
-from pipeline.parsing import parse
-from pipeline.rows import PredictionBatch
-from pipeline.transforms import DEAD_LETTERS
+from mnistkit.pipeline.io.parsing import parse
+from mnistkit.pipeline.rows import DEAD_LETTERS, PredictionBatch
+from mnistkit.pipeline.runners import RunnerConfig
 
 # The in-process runner: the emulator patches live in this process only.
 IN_PROCESS = RunnerConfig(running_mode="in_memory")

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from cloudtest import PROJECT, WORKER_IMAGE, terraform_outputs
 
-from cli.main import cli
-from pipeline.config import SETTING_NAMES, ConfigError, load_config, refresh_config, write_config_file
+from mnistkit.cli.main import cli
+from mnistkit.pipeline.cloud.config import SETTING_NAMES, ConfigError, load_config, refresh_config, write_config_file
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -14,9 +15,10 @@ import pytest
 from click.testing import CliRunner
 from cloudtest import DATA_BUCKET, DATAFLOW_BUCKET, DATASET, PROJECT, SUBNETWORK, WORKER_IMAGE, WORKER_SA
 
-from cli.main import cli
-from pipeline.config import ConfigError, load_config
-from pipeline.dataflow import GPU_TYPES, build_code_wheel, dataflow_args, gpu_machine_type, parse_gpu
+from mnistkit.cli.main import cli
+from mnistkit.pipeline.cloud.config import ConfigError, load_config
+from mnistkit.pipeline.cloud.gpus import GPU_TYPES, gpu_machine_type, parse_gpu
+from mnistkit.pipeline.cloud.launch import build_code_wheel, dataflow_args
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -117,8 +119,15 @@ def test_the_code_wheel_installs_offline_without_dependencies(tmp_path):
         ],
         check=True,
     )
-    assert (target / "pipeline" / "batch.py").read_bytes() == (REPO / "pipeline" / "batch.py").read_bytes()
-    assert not (target / "cli").exists()
+    assert (target / "mnistkit" / "pipeline" / "batch.py").read_bytes() == (REPO / "pipeline" / "batch.py").read_bytes()
+    assert not (target / "mnistkit" / "cli").exists() and not (target / "pipeline").exists()
+    # What a worker does with it: import the kit's pipeline from the wheel alone, as `mnistkit.*`.
+    probe = "import mnistkit.pipeline.batch as b, mnistkit.pipeline.io.parsing as p; print(b.__file__, p.__file__)"
+    imported = subprocess.run(
+        [sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(target)}, cwd=tmp_path,
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert all(path.startswith(str(target)) for path in imported), imported
     metadata = next(target.glob("mnist_dataflow_kit-*.dist-info")) / "METADATA"
     assert "Requires-Dist" not in metadata.read_text()
 
@@ -128,8 +137,8 @@ def staged(cloud_env, gcs, exported_model, mnist_test_set, tmp_path):
     """The exported model and a text input on the GCS emulator, as `mnistkit stage` puts them."""
     import numpy as np
 
-    from pipeline.formats import encode_text
-    from pipeline.staging import stage
+    from mnistkit.pipeline.cloud.staging import stage
+    from mnistkit.pipeline.io.formats import encode_text
 
     images, _ = mnist_test_set
     path = tmp_path / "digits.txt"
@@ -185,7 +194,12 @@ def test_a_gpu_job_is_built_and_staged_without_being_submitted(staged, google_ap
     assert by_name["extra_packages.txt"].decode().split() == [wheel_name]
     with zipfile.ZipFile(io.BytesIO(by_name[wheel_name])) as wheel:
         names = set(wheel.namelist())
-    assert {"pipeline/batch.py", "pipeline/bigquery.py", "pipeline/handler.py", "model_export/model.py"} <= names
+    assert {
+        "mnistkit/pipeline/batch.py",
+        "mnistkit/pipeline/io/bigquery.py",
+        "mnistkit/pipeline/inference/handler.py",
+        "mnistkit/model_export/model.py",
+    } <= names
     # ... and the pipeline really is the kit's: its steps, and options naming the staged model.
     options = environment["sdkPipelineOptions"]["options"]
     assert options["machine_type"] == "n1-standard-4" and options["sdk_location"] == "container"

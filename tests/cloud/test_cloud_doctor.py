@@ -6,10 +6,10 @@ import pytest
 from click.testing import CliRunner
 from cloudtest import PROJECT
 
-from cli.main import cli
-from pipeline.config import load_config
-from pipeline.dataflow import parse_gpu
-from pipeline.doctor import QuotaError, check_gpu_quota, require_gpu_quota, run_doctor, session
+from mnistkit.cli.main import cli
+from mnistkit.pipeline.cloud.config import load_config
+from mnistkit.pipeline.cloud.doctor import QuotaError, check_gpu_quota, require_gpu_quota, run_doctor, session
+from mnistkit.pipeline.cloud.gpus import parse_gpu
 
 
 def _config(**settings):

@@ -14,9 +14,15 @@ import yaml
 from click.testing import CliRunner
 from cloudtest import PROJECT, WORKER_IMAGE
 
-from cli.main import cli
-from pipeline.config import load_config
-from pipeline.image import WORKER_DIR, docker_engine_available, image_with_tag, launcher_versions, plan_image_build
+from mnistkit.cli.main import cli
+from mnistkit.pipeline.cloud.config import load_config
+from mnistkit.pipeline.cloud.image import (
+    WORKER_DIR,
+    docker_engine_available,
+    image_with_tag,
+    launcher_versions,
+    plan_image_build,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from cloudtest import DATA_BUCKET, DATASET, PROJECT
 
-from cli.main import cli
-from pipeline.config import load_config
-from pipeline.formats import encode_text
-from pipeline.staging import stage
+from mnistkit.cli.main import cli
+from mnistkit.pipeline.cloud.config import load_config
+from mnistkit.pipeline.cloud.staging import stage
+from mnistkit.pipeline.io.formats import encode_text
 
 ROWS = 60
 
@@ -34,7 +34,7 @@ def _predict(*args: str):
 
 
 def _read(pattern: str) -> list[dict]:
-    from pipeline.formats import read_json_lines
+    from outputs import read_json_lines
 
     return list(read_json_lines(pattern))
 

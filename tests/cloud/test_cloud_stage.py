@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from cloudtest import DATA_BUCKET, DATASET, MODEL_BUCKET, PROJECT
 
-from pipeline.config import load_config
-from pipeline.formats import encode_text
-from pipeline.staging import plan_model_upload, stage, text_rows_as_json
+from mnistkit.pipeline.cloud.config import load_config
+from mnistkit.pipeline.cloud.staging import plan_model_upload, stage, text_rows_as_json
+from mnistkit.pipeline.io.formats import encode_text
 
 
 @pytest.fixture

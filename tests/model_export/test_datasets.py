@@ -13,8 +13,8 @@ import threading
 import numpy as np
 import pytest
 
-from model_export import datasets
-from model_export.datasets import DatasetError, load_dataset, read_idx
+from mnistkit.model_export import datasets
+from mnistkit.model_export.datasets import DatasetError, load_dataset, read_idx
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from model_export.export import MODEL_JSON, SIGNATURE_NAME, export_saved_model, latest_version
-from model_export.model import to_model_input
+from mnistkit.model_export.export import MODEL_JSON, SIGNATURE_NAME, export_saved_model, latest_version
+from mnistkit.model_export.model import to_model_input
 
 
 @pytest.fixture(scope="module")

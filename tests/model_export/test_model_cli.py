@@ -8,7 +8,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
+from mnistkit.cli.main import cli
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_export_command_adds_a_new_version(trained_dir):
 
 
 def test_env_vars_set_options(monkeypatch, tmp_path):
-    from model_export import datasets
+    from mnistkit.model_export import datasets
 
     spec = datasets.DATASETS["fashion-mnist"]
     monkeypatch.setitem(datasets.DATASETS, "fashion-mnist", dataclasses.replace(spec, system_dir=None))

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from outputs import read_json_lines
 
-from pipeline.batch import PredictConfig, run_predict
-from pipeline.options import RunnerConfig
+from mnistkit.pipeline.batch import PredictConfig, run_predict
+from mnistkit.pipeline.runners import RunnerConfig
 
 # Most tests run the pipeline in-process (FnApiRunner, one worker): the same runner and fused
 # stages as a multi-process run, without paying a TensorFlow import per worker process.
@@ -25,7 +26,7 @@ def test_rows(mnist_test_set) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def inputs(tmp_path_factory, test_rows) -> dict[str, str]:
     """The test split as text, JSON lines and TFRecord (two shards, read as a glob)."""
-    from pipeline.formats import write_rows
+    from mnistkit.pipeline.io.formats import write_rows
 
     directory = tmp_path_factory.mktemp("inputs")
     write_rows(str(directory / "test.txt"), "text", [test_rows])
@@ -41,8 +42,8 @@ def inputs(tmp_path_factory, test_rows) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def direct_probabilities(exported_model, test_rows) -> np.ndarray:
     """The model's probabilities for the test split, called directly without Beam."""
-    from model_export.model import to_model_input
-    from pipeline.model import ServingModel, resolve_model
+    from mnistkit.model_export.model import to_model_input
+    from mnistkit.pipeline.inference.savedmodel import ServingModel, resolve_model
 
     keys, pixels = test_rows
     probabilities, _ = ServingModel(resolve_model(str(exported_model)))(keys, to_model_input(pixels))
@@ -53,7 +54,6 @@ def direct_probabilities(exported_model, test_rows) -> np.ndarray:
 def run_pipeline():
     """Run the batch pipeline (in-process unless `runner` is given); returns (summary, predictions
     by key, dead letters), and fails if a key is predicted twice."""
-    from pipeline.formats import read_json_lines
 
     def run(model: Path | str, input_uri: str, output: Path, **overrides) -> tuple:
         overrides.setdefault("runner", IN_PROCESS)

@@ -9,12 +9,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from model_export.model import NUM_PIXELS
-from pipeline.batch import OutputExistsError
-from pipeline.formats import encode_jsonl, encode_text
-from pipeline.model import ModelError
-from pipeline.options import RunnerConfig
-from pipeline.rows import DeadLetter, Reason
+from mnistkit.model_export.model import NUM_PIXELS
+from mnistkit.pipeline.batch import OutputExistsError
+from mnistkit.pipeline.inference.savedmodel import ModelError
+from mnistkit.pipeline.io.formats import encode_jsonl, encode_text
+from mnistkit.pipeline.rows import DeadLetter, Reason
+from mnistkit.pipeline.runners import RunnerConfig
 
 PRED_FIELDS = [f"pred{i}" for i in range(10)]
 
@@ -190,7 +190,7 @@ def test_fuzzed_lines_are_each_dead_lettered(fmt, tmp_path, exported_model, test
 def test_fuzzed_tfrecords_are_each_dead_lettered(tmp_path, exported_model, test_rows, run_pipeline):
     import tensorflow as tf
 
-    from pipeline.files import frame_tfrecord
+    from mnistkit.pipeline.io.files import frame_tfrecord
 
     def example(**features) -> bytes:
         return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()

@@ -7,8 +7,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
-from cli.predict_cmds import EXIT_TOO_MANY_ERRORS
+from mnistkit.cli.main import cli
+from mnistkit.cli.predict_cmds import EXIT_TOO_MANY_ERRORS
 
 # Options from the environment, as a user or CI would set them; in-process keeps the tests quick.
 ENV = {"MNISTKIT_PREDICT_RUNNING_MODE": "in_memory", "MNISTKIT_PREDICT_WORKERS": "1"}

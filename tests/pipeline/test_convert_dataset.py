@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
-from pipeline.formats import FormatError, convert, keyed_rows
+from mnistkit.cli.main import cli
+from mnistkit.pipeline.io.formats import FormatError, convert, keyed_rows
 
 
 def test_dataset_split_becomes_rows_keyed_by_index(tmp_path, mnist_sample_dir, mnist_test_set):

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-import pipeline.files as files
-from pipeline.files import FileRange, InputError, frame_tfrecord, plan_ranges, read_range
-from pipeline.rows import DeadLetter, RawBatch, Reason
+import mnistkit.pipeline.io.files as files
+from mnistkit.pipeline.io.files import FileRange, InputError, frame_tfrecord, plan_ranges, read_range
+from mnistkit.pipeline.rows import DeadLetter, RawBatch, Reason
 
 
 def _read(file_range: FileRange, fmt: str, batch_rows: int = 3) -> tuple[list[bytes], list[DeadLetter]]:

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pipeline.formats import FormatError, convert, detect_format, keyed_rows, shard_paths
+from mnistkit.pipeline.io.formats import FormatError, convert, detect_format, keyed_rows, shard_paths
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_export.model import NUM_CLASSES, NUM_PIXELS
-from pipeline.handler import SavedModelHandler, predict_rows
-from pipeline.rows import ParsedBatch, Reason
+from mnistkit.model_export.model import NUM_CLASSES, NUM_PIXELS
+from mnistkit.pipeline.inference.handler import SavedModelHandler, predict_rows
+from mnistkit.pipeline.rows import ParsedBatch, Reason
 
 
 class PoisonedModel:
@@ -68,7 +68,7 @@ def test_batching_bounds_are_rows_whatever_the_element_size():
 
 
 def test_the_handler_loads_the_export_and_follows_model_updates(exported_model, test_rows):
-    from model_export.model import to_model_input
+    from mnistkit.model_export.model import to_model_input
 
     handler = SavedModelHandler(str(exported_model / "missing"))
     handler.update_model_path(str(exported_model))

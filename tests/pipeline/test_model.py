@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from pipeline.model import ModelError, read_signature, resolve_model, validate_model
+from mnistkit.pipeline.inference.savedmodel import ModelError, read_signature, resolve_model, validate_model
 
 
 def test_the_newest_numeric_version_is_served(tmp_path, exported_model):

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from model_export.model import NUM_PIXELS, to_model_input
-from pipeline.formats import encode_jsonl, encode_text, encode_tfrecord
-from pipeline.parsing import MAX_RECORD_BYTES, parse_jsonl, parse_text, parse_tfrecord
-from pipeline.rows import Reason
+from mnistkit.model_export.model import NUM_PIXELS, to_model_input
+from mnistkit.pipeline.io.formats import encode_jsonl, encode_text, encode_tfrecord
+from mnistkit.pipeline.io.parsing import MAX_RECORD_BYTES, parse_jsonl, parse_text, parse_tfrecord
+from mnistkit.pipeline.rows import Reason
 
 RNG = np.random.default_rng(7)
 PIXELS = RNG.integers(0, 256, size=(5, NUM_PIXELS), dtype=np.uint8)
@@ -64,7 +64,7 @@ def test_tfrecord_examples_parse_back_to_the_exact_model_input():
 def test_tfrecord_writer_frames_the_same_examples():
     import io
 
-    from pipeline.files import _tfrecords
+    from mnistkit.pipeline.io.files import _tfrecords
 
     payloads = list(_tfrecords(io.BytesIO(encode_tfrecord(KEYS, PIXELS)), "src"))
     assert payloads == _examples(KEYS, PIXELS)

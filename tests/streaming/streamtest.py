@@ -12,10 +12,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_stream import TestStream as EventStream
 from apache_beam.transforms.window import TimestampedValue
 
-from pipeline.formats import encode_jsonl
-from pipeline.stream_handler import StreamModelHandler
-from pipeline.stream_io import WriteStreamFiles
-from pipeline.streaming import BUNDLE_BASED_RUNNER, ScoreStream
+from mnistkit.pipeline.inference.hot_swap import StreamModelHandler
+from mnistkit.pipeline.io.formats import encode_jsonl
+from mnistkit.pipeline.io.streams import WriteStreamFiles
+from mnistkit.pipeline.streaming.pipeline import BUNDLE_BASED_RUNNER, ScoreStream
 
 
 def frozen_clock() -> float:
@@ -36,7 +36,7 @@ def payload(key: int, pixels: np.ndarray | None = None) -> bytes:
 def arrival(key: int | bytes, event_time: float, source: str | None = None) -> TimestampedValue:
     """A TestStream element: a row (its key, or raw bytes) arriving with `event_time`."""
     data = payload(key) if isinstance(key, int) else key
-    return TimestampedValue((data, source or f"test:{key!r}"), event_time)
+    return TimestampedValue((data, source or f"test:{key!r}", "jsonl"), event_time)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 from apache_beam.testing.test_stream import TestStream as EventStream
 from streamtest import arrival, payload, run_test_stream
 
-from pipeline.model import ServingModel, resolve_model
+from mnistkit.pipeline.inference.savedmodel import ServingModel, resolve_model
 
 WINDOW = 2.0
 

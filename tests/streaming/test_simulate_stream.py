@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.simulate import BAD_ROW, FolderSink, PubSubSink, dataset_rows, open_sink, simulate
-from pipeline.stream_io import StreamInputError
+from mnistkit.pipeline.io.streams import StreamInputError
+from mnistkit.pipeline.streaming.simulate import BAD_ROW, FolderSink, PubSubSink, dataset_rows, open_sink, simulate
 
 
 class FakeClock:

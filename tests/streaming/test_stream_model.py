@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.rows import ParsedBatch
-from pipeline.stream_handler import LatestModel, StreamModelHandler
-from pipeline.stream_rows import StreamBatch
+from mnistkit.pipeline.inference.hot_swap import LatestModel, StreamModelHandler
+from mnistkit.pipeline.rows import ParsedBatch, StreamBatch
 
 
 @pytest.fixture

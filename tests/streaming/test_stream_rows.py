@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 from streamtest import payload
 
-from pipeline.rows import ParsedBatch, Reason
-from pipeline.stream_rows import ScoredBatch, StreamBatch, StreamRecord, output_rows, parse_micro_batch
+from mnistkit.pipeline.io.streams import output_rows
+from mnistkit.pipeline.rows import ParsedBatch, Reason, ScoredBatch, StreamBatch, StreamRecord
+from mnistkit.pipeline.streaming.pipeline import parse_micro_batch
 
 
 def records(*items: tuple[bytes, float]) -> list[StreamRecord]:

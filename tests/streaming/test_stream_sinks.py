@@ -9,9 +9,9 @@ import pytest
 from apache_beam.io.gcp.bigquery import WriteToBigQuery
 from streamtest import applied_transforms
 
-from pipeline.bigquery import PREDICTIONS_SCHEMA
-from pipeline.stream_io import STREAM_PREDICTIONS_SCHEMA, StreamInputError
-from pipeline.streaming import StreamConfig, build_stream_pipeline
+from mnistkit.pipeline.io.bigquery import PREDICTIONS_SCHEMA
+from mnistkit.pipeline.io.streams import STREAM_PREDICTIONS_SCHEMA, StreamInputError
+from mnistkit.pipeline.streaming.pipeline import StreamConfig, build_stream_pipeline
 
 TABLE = "bq://demo-project.mnist.stream_predictions"
 
@@ -45,10 +45,10 @@ def test_dead_letters_of_a_table_output_need_a_folder(tmp_path):
 
 
 def test_on_dataflow_the_micro_batches_form_under_runner_sharded_keys(exported_model, tmp_path):
-    def batchers(dataflow) -> set[type]:
+    def batchers(runner) -> set[type]:
         pipeline = beam.Pipeline()
         config = StreamConfig(str(exported_model), "pubsub://projects/demo-project/topics/rows", str(tmp_path))
-        build_stream_pipeline(pipeline, StreamConfig(**{**config.__dict__, "dataflow": dataflow}))
+        build_stream_pipeline(pipeline, StreamConfig(**{**config.__dict__, "runner": runner}))
         return {type(t) for t in applied_transforms(pipeline, beam.PTransform)} & {
             beam.GroupIntoBatches,
             beam.GroupIntoBatches.WithShardedKey,

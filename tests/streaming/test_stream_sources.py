@@ -13,9 +13,14 @@ from apache_beam.io.gcp.pubsub import ReadFromPubSub
 from apache_beam.utils.timestamp import Timestamp
 from streamtest import applied_transforms
 
-from pipeline.stream_io import StreamInput, StreamInputError, parse_input, write_jsonl
-from pipeline.streaming import BUNDLE_BASED_RUNNER, StreamConfig, build_stream_pipeline, stream_pipeline_args
-from pipeline.watch import StopPolicy, _PollFiles, _StopAfter, folder_pattern
+from mnistkit.pipeline.io.streams import StreamInput, StreamInputError, parse_input, write_jsonl
+from mnistkit.pipeline.io.watch import StopPolicy, _PollFiles, _StopAfter, folder_pattern
+from mnistkit.pipeline.streaming.pipeline import (
+    BUNDLE_BASED_RUNNER,
+    StreamConfig,
+    build_stream_pipeline,
+    stream_pipeline_args,
+)
 
 
 @pytest.mark.parametrize(
@@ -111,12 +116,16 @@ def test_a_watched_folder_runs_on_the_fn_api_runner_in_process():
 
 
 def test_dataflow_streams_with_the_batch_options_plus_streaming_engine():
-    class Dataflow:
-        def pipeline_args(self) -> list[str]:
-            return ["--runner=DataflowRunner", "--project=demo-project"]
+    from mnistkit.pipeline.cloud.config import CloudConfig
+    from mnistkit.pipeline.cloud.launch import DataflowRunnerConfig
 
-    args = stream_pipeline_args(parse_input("pubsub://projects/demo-project/topics/rows"), Dataflow())
-    assert args == ["--runner=DataflowRunner", "--project=demo-project", "--streaming", "--enable_streaming_engine"]
+    cloud = CloudConfig(
+        project_id="demo-project", temp_location="gs://b/tmp", staging_location="gs://b/staging", worker_image="img"
+    )
+    runner = DataflowRunnerConfig(cloud, job_name="rows")
+    args = stream_pipeline_args(parse_input("pubsub://projects/demo-project/topics/rows"), runner)
+    assert args[0] == "--runner=DataflowRunner" and "--project=demo-project" in args
+    assert args == [*runner.flags(), "--streaming", "--enable_streaming_engine"]
 
 
 def test_sink_files_appear_whole_and_a_rewrite_replaces_them(tmp_path):

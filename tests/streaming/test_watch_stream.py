@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from streamtest import read_outputs
 
-from model_export.export import export_saved_model
-from pipeline.model import ServingModel, resolve_model
-from pipeline.simulate import FolderSink, dataset_rows
-from pipeline.stream_io import StreamInputError
-from pipeline.streaming import StreamConfig, run_stream
+from mnistkit.model_export.export import export_saved_model
+from mnistkit.pipeline.inference.savedmodel import ServingModel, resolve_model
+from mnistkit.pipeline.io.streams import StreamInputError
+from mnistkit.pipeline.streaming.pipeline import StreamConfig, run_stream
+from mnistkit.pipeline.streaming.simulate import FolderSink, dataset_rows
 
 # The stream stops once no file has arrived for this long; the test's longest pause (a model
 # export, mid-stream) is well below it.

@@ -20,8 +20,19 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.formats import encode_jsonl
-from pipeline.stream_io import PUBSUB, WATCH, StreamInputError, parse_input
+from mnistkit.pipeline.io.formats import encode_jsonl
+from mnistkit.pipeline.io.streams import PUBSUB, WATCH, StreamInputError, parse_input
+
+__all__ = [
+    "BAD_ROW",
+    "FolderSink",
+    "PubSubSink",
+    "RowSink",
+    "SimulationResult",
+    "dataset_rows",
+    "open_sink",
+    "simulate",
+]
 
 # A row the stream must reject (3 values instead of 784): what --bad-every sends.
 BAD_ROW = b'{"key": %d, "image": [0.0, 0.5, 1.0]}'

@@ -14,15 +14,25 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import google_crc32c
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.parsing import MAX_RECORD_BYTES
-from pipeline.rows import DeadLetter, RawBatch, Reason
+from mnistkit.pipeline.io.parsing import MAX_RECORD_BYTES
+from mnistkit.pipeline.rows import DeadLetter, RawBatch, Reason
+
+__all__ = [
+    "FileRange",
+    "InputError",
+    "frame_tfrecord",
+    "is_compressed",
+    "match_files",
+    "plan_ranges",
+    "read_range",
+]
 
 _BLOCK_BYTES = 4 << 20
 # Ranges are small enough to balance workers, big enough that per-range overhead vanishes.
@@ -43,6 +53,12 @@ class FileRange:
     path: str
     start: int = 0
     stop: int | None = None
+    # The file's size, for progress: the range's share of the input is stop - start, or the rest.
+    file_size: int = field(default=0, compare=False)
+
+    @property
+    def size(self) -> int:
+        return (self.stop if self.stop is not None else self.file_size) - self.start
 
 
 def match_files(pattern: str) -> list[tuple[str, int]]:
@@ -65,17 +81,20 @@ def plan_ranges(pattern: str, fmt: str, desired_splits: int) -> list[FileRange]:
     ranges = []
     for path, size in files:
         if not _splittable(path, fmt) or size <= target:
-            ranges.append(FileRange(path))
+            ranges.append(FileRange(path, file_size=size))
             continue
         pieces = -(-size // target)
         bounds = [size * i // pieces for i in range(pieces + 1)]
-        ranges += [FileRange(path, start, stop) for start, stop in zip(bounds, bounds[1:], strict=False)]
+        ranges += [FileRange(path, start, stop, size) for start, stop in zip(bounds, bounds[1:], strict=False)]
     return ranges
 
 
+def is_compressed(path: str) -> bool:
+    return CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
+
+
 def _splittable(path: str, fmt: str) -> bool:
-    compressed = CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
-    return fmt != "tfrecord" and not compressed
+    return fmt != "tfrecord" and not is_compressed(path)
 
 
 def read_range(file_range: FileRange, fmt: str, batch_rows: int) -> Iterator[RawBatch | DeadLetter]:

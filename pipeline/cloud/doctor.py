@@ -12,8 +12,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config import CloudConfig
-from pipeline.dataflow import GpuSpec, configured_gpu
+from mnistkit.pipeline.cloud.config import CloudConfig
+from mnistkit.pipeline.cloud.gpus import GpuSpec, configured_gpu
+
+__all__ = [
+    "API_ENDPOINTS",
+    "Check",
+    "OPTIONAL_APIS",
+    "QUOTA_CONSOLE",
+    "QuotaError",
+    "REQUIRED_APIS",
+    "api_endpoint",
+    "check_apis",
+    "check_buckets",
+    "check_credentials",
+    "check_dataset",
+    "check_gpu_quota",
+    "require_gpu_quota",
+    "run_doctor",
+    "session",
+]
 
 API_ENDPOINTS = {
     "compute": "https://compute.googleapis.com/compute/v1",
@@ -103,7 +121,7 @@ def check_apis(config: CloudConfig, http: Any) -> Check:
 
 def check_buckets(config: CloudConfig, client: Any) -> list[Check]:
     """Listing one object needs storage.objects.list, which every launcher role includes."""
-    from pipeline.staging import split_gcs
+    from mnistkit.pipeline.cloud.staging import split_gcs
 
     checks = []
     for name in ("model_bucket", "data_bucket", "temp_location"):

@@ -9,8 +9,11 @@ with two things `MatchContinuously` does not offer:
   polling DoFn asks for, but the local FnApiRunner resumes it at once, which would turn every
   poll loop into a busy loop listing the folder as fast as it can.
 
-Each line of a new file becomes one `(payload, source)` element whose event time is the file's
-last-modified time: the moment the row "arrived", like a Pub/Sub publish time. Files are
+Each record of a new file becomes one `(payload, source, format)` element whose event time is
+the file's last-modified time: the moment the row "arrived", like a Pub/Sub publish time. A
+file is read exactly as `mnistkit predict` reads it: its format told by its name (text
+`key:v1,...`, JSON lines, TFRecord, each possibly compressed), its records cut by the batch
+pipeline's reader, so the same parsers judge them downstream. Files are
 expected to appear atomically (written under a hidden name, then renamed, as `simulate-stream`
 does; a GCS upload is atomic) and never to change afterwards; names starting with "." or "_"
 are skipped.
@@ -31,10 +34,16 @@ from apache_beam.io.watch import PollFn, PollResult, TerminationCondition, Watch
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from pipeline import accounting
-from pipeline.files import FileRange, read_range
-from pipeline.rows import DeadLetter
-from pipeline.transforms import DEAD_LETTERS
+from mnistkit.pipeline import accounting
+from mnistkit.pipeline.io.files import FileRange, read_range
+from mnistkit.pipeline.io.formats import FormatError, detect_format
+from mnistkit.pipeline.rows import DEAD_LETTERS, DeadLetter, Reason
+
+__all__ = [
+    "StopPolicy",
+    "WatchFolder",
+    "folder_pattern",
+]
 
 # Lines read from a file per RawBatch; streamed files are small, this only bounds memory.
 _READ_BATCH_ROWS = 1024
@@ -108,22 +117,32 @@ class _StopAfter(TerminationCondition):
         return coders.TupleCoder([coders.TimestampCoder(), coders.TimestampCoder()])
 
 
-def _file_rows(path: str) -> Iterator[tuple[bytes, str] | beam.pvalue.TaggedOutput]:
-    for item in read_range(FileRange(path), "jsonl", _READ_BATCH_ROWS):
+def _file_records(path: str) -> Iterator[tuple[bytes, str, str] | beam.pvalue.TaggedOutput]:
+    try:
+        fmt = detect_format(path)
+        if fmt == "idx":
+            raise FormatError(f"{path} is an IDX file; convert it first (mnistkit convert)")
+    except FormatError as exc:
+        # The whole file is one dead letter: nothing in it can be read as rows.
+        accounting.count_read(1)
+        yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(path, b"", Reason.UNKNOWN_FORMAT, str(exc)))
+        return
+    for item in read_range(FileRange(path), fmt, _READ_BATCH_ROWS):
         if isinstance(item, DeadLetter):
             accounting.count_read(1)
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, item)
         else:
             for record in item.records:
-                yield record, path
+                yield record, path, fmt
 
 
 class WatchFolder(beam.PTransform):
-    """New files matching a pattern → `(line, path)` elements, timestamped by the file's mtime.
+    """New files matching a pattern → `(record, path, format)` elements, timestamped by the file's mtime.
 
     Polls every `poll_seconds`; the output is unbounded until `stop` ends the polling. Files
     already present when the pipeline starts are read too (a restarted stream catches up).
-    The main output holds the rows; `DEAD_LETTERS` holds lines too long to be a row.
+    The main output holds the records; `DEAD_LETTERS` holds what cannot be cut into records
+    (lines too long to be a row, corrupt TFRecord framing, files of no known format).
     """
 
     def __init__(self, pattern: str, poll_seconds: float = 1.0, stop: StopPolicy | None = None) -> None:
@@ -146,5 +165,5 @@ class WatchFolder(beam.PTransform):
                 termination=None if never_stops else _StopAfter(self._stop),
             )
             | "Path" >> beam.Map(lambda pattern_and_path: pattern_and_path[1])
-            | "ReadLines" >> beam.FlatMap(_file_rows).with_outputs(DEAD_LETTERS, main="main")
+            | "ReadRecords" >> beam.FlatMap(_file_records).with_outputs(DEAD_LETTERS, main="main")
         )

@@ -1,7 +1,7 @@
 """Where a stream comes from and where its rows go: `pubsub://` and `watch://` inputs, folder
 (local or gs://) and `bq://` outputs.
 
-Sources yield `(payload, source)` elements timestamped with their event time: the publish time
+Sources yield `(payload, source, format)` elements timestamped with their event time: the publish time
 of a Pub/Sub message, the last-modified time of a watched file.
 """
 
@@ -18,18 +18,36 @@ from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
-from pipeline import accounting
-from pipeline.bigquery import PREDICTIONS_SCHEMA, TableRef
-from pipeline.rows import DeadLetter
-from pipeline.stream_rows import LATENCY_MS, ScoredBatch, output_rows
-from pipeline.transforms import DEAD_LETTERS
-from pipeline.watch import StopPolicy, WatchFolder, folder_pattern
+from mnistkit.pipeline import accounting
+from mnistkit.pipeline.accounting import LATENCY_MS
+from mnistkit.pipeline.io.bigquery import PREDICTIONS_SCHEMA, TableRef, prediction_rows
+from mnistkit.pipeline.io.watch import StopPolicy, WatchFolder, folder_pattern
+from mnistkit.pipeline.rows import DEAD_LETTERS, DeadLetter, PredictionBatch, Reason, ScoredBatch
+
+__all__ = [
+    "MESSAGE_FORMAT",
+    "PUBSUB",
+    "STREAM_PREDICTIONS_SCHEMA",
+    "StreamInput",
+    "StreamInputError",
+    "WATCH",
+    "WriteStreamBigQuery",
+    "WriteStreamFiles",
+    "iso_time",
+    "output_rows",
+    "parse_input",
+    "read_stream",
+    "write_dead_letters",
+    "write_jsonl",
+]
 
 PUBSUB = "pubsub://"
+# A Pub/Sub message holds one JSON row, {"key": int, "image": [784 numbers]}.
+MESSAGE_FORMAT = "jsonl"
 WATCH = "watch://"
 _PUBSUB_PATH = re.compile(r"^projects/([^/]+)/(subscriptions|topics)/([^/]+)$")
 
@@ -79,14 +97,14 @@ def parse_input(uri: str) -> StreamInput:
     )
 
 
-def _message_record(message: Any) -> tuple[bytes, str]:
-    return message.data, f"pubsub:{message.message_id}"
+def _message_record(message: Any) -> tuple[bytes, str, str]:
+    return message.data, f"pubsub:{message.message_id}", MESSAGE_FORMAT
 
 
 def read_stream(
     pbegin: beam.pvalue.PBegin, source: StreamInput, poll_seconds: float = 1.0, stop: StopPolicy | None = None
 ) -> tuple[beam.PCollection, beam.PCollection | None]:
-    """The `(payload, source)` elements of a StreamInput, and the source's own dead letters if any.
+    """The `(payload, source, format)` elements of a StreamInput, and the source's own dead letters if any.
 
     Reading a topic makes the runner create (and later delete) a subscription of its own; read a
     subscription to share the load between jobs or to keep messages while no job runs.
@@ -125,8 +143,39 @@ def write_jsonl(folder: str, prefix: str, first_event: float, content_id: str, l
     return final
 
 
-def _latency_metric() -> Any:
-    return Metrics.distribution(accounting.NAMESPACE, LATENCY_MS)
+def iso_time(seconds: float) -> str:
+    """Epoch seconds as an ISO-8601 UTC timestamp with milliseconds (BigQuery TIMESTAMP-ready)."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+
+
+def output_rows(scored: ScoredBatch) -> tuple[list[dict[str, Any]], list[DeadLetter]]:
+    """The output rows of a scored micro-batch (counted as predicted), and dead letters for the rows
+    the model failed on.
+
+    A row: key, class, confidence, pred0..pred9 (the predictions table's columns), then
+    event_time, prediction_time, latency_ms and model_version.
+    """
+    rows, times = scored.batch.rows, scored.batch.event_times
+    ok = np.ones(len(rows), bool)
+    ok[list(scored.errors)] = False
+    scored_ok = PredictionBatch(rows.keys[ok], scored.classes[ok], scored.probabilities[ok])
+    latencies = ((scored.predicted_at - times[ok]) * 1000).tolist()
+    predicted_at = iso_time(scored.predicted_at)
+    out = [
+        {
+            **row,
+            "event_time": iso_time(event_time),
+            "prediction_time": predicted_at,
+            LATENCY_MS: round(latency, 3),
+            "model_version": scored.model_version,
+        }
+        for row, event_time, latency in zip(prediction_rows(scored_ok), times[ok].tolist(), latencies, strict=True)
+    ]
+    dead = [
+        DeadLetter.of(rows.sources[i], rows.row_text(i), Reason.INFERENCE_ERROR, message)
+        for i, message in sorted(scored.errors.items())
+    ]
+    return out, dead
 
 
 def _make_local_folder(folder: str) -> None:
@@ -161,7 +210,6 @@ class _WritePredictions(beam.DoFn):
     def __init__(self, folder: str, errors_folder: str) -> None:
         self._folder = folder
         self._errors_folder = errors_folder
-        self._latency = _latency_metric()
 
     def setup(self) -> None:
         _make_local_folder(self._folder)
@@ -175,7 +223,7 @@ class _WritePredictions(beam.DoFn):
             lines = [json.dumps(row) for row in rows]
             write_jsonl(self._folder, "predictions", batch.event_times.min(), content, lines)
             for row in rows:
-                self._latency.update(int(row[LATENCY_MS]))
+                accounting.record_latency(row[LATENCY_MS])
         if dead:
             write_dead_letters(self._errors_folder, dead)
 
@@ -221,13 +269,10 @@ STREAM_PREDICTIONS_SCHEMA = {
 class _TableRows(beam.DoFn):
     """Scored micro-batches → table rows (main) and lists of dead letters (model failures)."""
 
-    def __init__(self) -> None:
-        self._latency = _latency_metric()
-
     def process(self, scored: ScoredBatch) -> Iterator[dict[str, Any] | beam.pvalue.TaggedOutput]:
         rows, dead = output_rows(scored)
         for row in rows:
-            self._latency.update(int(row[LATENCY_MS]))
+            accounting.record_latency(row[LATENCY_MS])
             yield row
         if dead:
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead)

@@ -22,9 +22,23 @@ from typing import IO, Any
 
 import google_crc32c
 
-from pipeline.bigquery import INPUT_SCHEMA, TableRef, parse_table
-from pipeline.config import CloudConfig
-from pipeline.formats import FormatError, detect_format
+from mnistkit.pipeline.cloud.config import CloudConfig
+from mnistkit.pipeline.io.bigquery import INPUT_SCHEMA, TableRef, parse_table
+from mnistkit.pipeline.io.formats import FormatError, detect_format
+
+__all__ = [
+    "INPUT_PREFIX",
+    "StageReport",
+    "Upload",
+    "is_text_input",
+    "load_text_inputs",
+    "plan_input_upload",
+    "plan_model_upload",
+    "split_gcs",
+    "stage",
+    "text_rows_as_json",
+    "upload",
+]
 
 INPUT_PREFIX = "inputs"
 _CHUNK = 4 << 20

@@ -21,6 +21,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "CONFIG_ENV",
+    "CloudConfig",
+    "ConfigError",
+    "DEFAULT_CONFIG_PATH",
+    "DEFAULT_INFRA_DIR",
+    "ENV_PREFIX",
+    "SETTING_NAMES",
+    "config_path",
+    "describe",
+    "env_name",
+    "load_config",
+    "read_config_file",
+    "refresh_config",
+    "setting_fields",
+    "terraform_output",
+    "write_config_file",
+]
+
 CONFIG_ENV = "MNISTKIT_CONFIG"
 DEFAULT_CONFIG_PATH = Path(".mnistkit/config.json")
 DEFAULT_INFRA_DIR = Path("infra")

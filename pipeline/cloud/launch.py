@@ -1,7 +1,9 @@
-"""Dataflow launches: pipeline options from the config, GPU workers, and the code wheel workers install.
+"""Every run that leaves this machine: Dataflow launches of the batch and streaming pipelines
+(options from the config, GPU workers, the code wheel workers install, the quota gate), and the
+cloud settings a local run needs when it reads or writes BigQuery.
 
 Workers have no public IPs (Private Google Access only), so they cannot reach PyPI: every
-dependency comes with the worker image (pipeline/worker/Dockerfile), and the kit's own code comes
+dependency comes with the worker image (pipeline/cloud/worker/Dockerfile), and the kit's own code comes
 with each job as a dependency-free wheel staged through `--extra_package`. Beam's boot installs
 extra packages before the SDK harness starts, so the job always runs the launcher's code, even
 with an image built from an older checkout.
@@ -12,142 +14,53 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import importlib
 import importlib.metadata
 import io
 import logging
 import re
 import tempfile
+import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import CloudConfig, ConfigError
+from mnistkit.pipeline.cloud.config import CloudConfig, ConfigError
+from mnistkit.pipeline.cloud.gpus import configured_gpu, gpu_machine_type
 
 if TYPE_CHECKING:
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.batch import PredictConfig, StartedRun
+    from mnistkit.pipeline.batch import PredictConfig
+    from mnistkit.pipeline.streaming.pipeline import StreamConfig
+
+__all__ = [
+    "DataflowRunnerConfig",
+    "JobStatus",
+    "Launch",
+    "build_code_wheel",
+    "console_url",
+    "dataflow_args",
+    "default_errors_output",
+    "default_job_name",
+    "dry_run_location",
+    "follow_job",
+    "launch_predict",
+    "launch_stream",
+    "local_predict_config",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
 DIST_NAME = "mnist_dataflow_kit"
 # The packages workers import: the pipeline and what it imports from model_export (no CLI).
-CODE_PACKAGES = ("pipeline", "model_export")
+CODE_PACKAGES = ("mnistkit.pipeline", "mnistkit.model_export")
 # SDK processes per CPU worker VM: Dataflow runs one per vCPU, and most shapes here have 4.
 _PROCESSES_PER_CPU_WORKER = 4
-
-
-@dataclass(frozen=True)
-class GpuType:
-    """One Dataflow GPU: its quota metric and the machine family it attaches to.
-
-    Mirrors the catalog in infra/modules/gpu_placement (tests/cloud compares the two).
-    """
-
-    name: str
-    quota_metric: str
-    family: str
-    # GPU count → smallest machine type carrying it; for bundled families (G2, A2) the machine
-    # type fixes the count, so `extra_machines` lists the other shapes and their counts.
-    defaults: dict[int, str]
-    bundled: bool
-    extra_machines: dict[str, int] = field(default_factory=dict)
-
-    def machine_count(self, machine_type: str) -> int | None:
-        """GPUs a bundled machine type carries (None if it is not one of this GPU's shapes)."""
-        by_machine = {m: n for n, m in self.defaults.items()} | self.extra_machines
-        return by_machine.get(machine_type)
-
-
-GPU_TYPES = {
-    gpu.name: gpu
-    for gpu in (
-        GpuType(
-            "nvidia-tesla-t4", "NVIDIA_T4_GPUS", "n1-",
-            {1: "n1-standard-4", 2: "n1-standard-8", 4: "n1-standard-16"}, bundled=False,
-        ),
-        GpuType(
-            "nvidia-l4", "NVIDIA_L4_GPUS", "g2-",
-            {1: "g2-standard-4", 2: "g2-standard-24", 4: "g2-standard-48", 8: "g2-standard-96"}, bundled=True,
-            extra_machines={"g2-standard-8": 1, "g2-standard-12": 1, "g2-standard-16": 1, "g2-standard-32": 1},
-        ),
-        GpuType(
-            "nvidia-tesla-a100", "NVIDIA_A100_GPUS", "a2-",
-            {1: "a2-highgpu-1g", 2: "a2-highgpu-2g", 4: "a2-highgpu-4g", 8: "a2-highgpu-8g", 16: "a2-megagpu-16g"},
-            bundled=True,
-        ),
-        GpuType(
-            "nvidia-a100-80gb", "NVIDIA_A100_80GB_GPUS", "a2-",
-            {1: "a2-ultragpu-1g", 2: "a2-ultragpu-2g", 4: "a2-ultragpu-4g", 8: "a2-ultragpu-8g"}, bundled=True,
-        ),
-    )
-}  # fmt: skip
-GPU_ALIASES = {
-    "t4": "nvidia-tesla-t4",
-    "l4": "nvidia-l4",
-    "a100": "nvidia-tesla-a100",
-    "a100-80gb": "nvidia-a100-80gb",
-}
-
-
-@dataclass(frozen=True)
-class GpuSpec:
-    """GPUs per worker, e.g. GpuSpec(GPU_TYPES["nvidia-tesla-t4"], 1)."""
-
-    type: GpuType
-    count: int
-
-    @property
-    def service_option(self) -> str:
-        """The `--dataflow_service_options` value that attaches the GPUs and installs the driver."""
-        return f"worker_accelerator=type:{self.type.name};count:{self.count};install-nvidia-driver"
-
-    def __str__(self) -> str:
-        return f"{self.type.name}:{self.count}"
-
-
-def parse_gpu(text: str) -> GpuSpec:
-    """`t4:1`, `l4`, `nvidia-tesla-a100:2` → GpuSpec; raises ConfigError naming the choices."""
-    name, _, count_text = text.strip().lower().partition(":")
-    gpu = GPU_TYPES.get(GPU_ALIASES.get(name, name))
-    if gpu is None:
-        choices = ", ".join([*GPU_ALIASES, *GPU_TYPES])
-        raise ConfigError(f"unknown GPU type {name!r}; choose one of {choices}")
-    if count_text and not count_text.isdigit():
-        raise ConfigError(f"GPU count must be a whole number, got {count_text!r} in {text!r}")
-    count = int(count_text or 1)
-    if count not in gpu.defaults:
-        offered = ", ".join(map(str, sorted(gpu.defaults)))
-        raise ConfigError(f"{gpu.name} comes {offered} per worker, not {count}")
-    return GpuSpec(gpu, count)
-
-
-def gpu_machine_type(gpu: GpuSpec, machine_type: str | None, from_user: bool) -> str:
-    """The worker machine type for `gpu`: `machine_type` if it fits, else the GPU's default shape.
-
-    A misfit that the user asked for is an error; one inherited from Terraform (deployed for
-    another GPU) is replaced, so `--gpu l4:1` works on infra deployed for T4s.
-    """
-    if machine_type:
-        fits = machine_type.startswith(gpu.type.family) and (
-            not gpu.type.bundled or gpu.type.machine_count(machine_type) == gpu.count
-        )
-        if fits:
-            return machine_type
-        if from_user:
-            shapes = ", ".join(f"{m} ({n})" for n, m in sorted(gpu.type.defaults.items()))
-            raise ConfigError(
-                f"machine type {machine_type} does not carry {gpu}: {gpu.type.name} needs "
-                f"{gpu.type.family}* machines, e.g. {shapes}"
-            )
-    return gpu.type.defaults[gpu.count]
-
-
-def configured_gpu(config: CloudConfig) -> GpuSpec | None:
-    return parse_gpu(config.gpu) if config.gpu else None
 
 
 def default_job_name(prefix: str = "mnistkit-predict") -> str:
@@ -159,7 +72,7 @@ _JOB_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 @dataclass(frozen=True)
 class DataflowRunnerConfig:
-    """Runs a pipeline on Dataflow; a drop-in for options.RunnerConfig in PredictConfig.
+    """Runs a pipeline on Dataflow: the runners.Runner of Dataflow launches (batch and stream).
 
     `template_location` builds and stages the job and writes its description there instead of
     submitting it (a dry run that exercises everything but the Dataflow API).
@@ -180,18 +93,19 @@ class DataflowRunnerConfig:
     tf_intra_op_threads = 0
     tf_inter_op_threads = 0
 
-    def pipeline_args(self) -> list[str]:
-        return dataflow_args(
+    def flags(self, streaming: bool = False) -> list[str]:
+        args = dataflow_args(
             self.config,
             job_name=self.job_name,
             code_wheel=self.code_wheel,
             template_location=self.template_location,
         )
+        return [*args, "--streaming", "--enable_streaming_engine"] if streaming else args
 
     def pipeline_options(self) -> PipelineOptions:
         from apache_beam.options.pipeline_options import PipelineOptions
 
-        return PipelineOptions(self.pipeline_args())
+        return PipelineOptions(self.flags())
 
 
 def dataflow_args(
@@ -268,9 +182,11 @@ def build_code_wheel(out_dir: Path, packages: Sequence[str] = CODE_PACKAGES) -> 
     dist_info = f"{DIST_NAME}-{version}.dist-info"
     files: dict[str, bytes] = {}
     for package in packages:
-        root = Path(__import__(package).__file__).parent
+        root = Path(importlib.import_module(package).__file__).parent
+        # Archive names follow the import name (mnistkit/pipeline/...), not the checkout's folders.
+        prefix = package.replace(".", "/")
         for path in sorted(root.rglob("*.py")):
-            files[path.relative_to(root.parent).as_posix()] = path.read_bytes()
+            files[f"{prefix}/{path.relative_to(root).as_posix()}"] = path.read_bytes()
     files[f"{dist_info}/METADATA"] = (
         f"Metadata-Version: 2.1\nName: {DIST_NAME}\nVersion: {version}\n"
         "Summary: mnist-dataflow-kit worker code (dependencies come with the worker image)\n"
@@ -294,33 +210,38 @@ def build_code_wheel(out_dir: Path, packages: Sequence[str] = CODE_PACKAGES) -> 
 
 @dataclass(frozen=True)
 class Launch:
-    """A predict job handed to Dataflow (`job_id`), or built and staged only (`template_location`)."""
+    """A job handed to Dataflow (`job_id`), or built and staged only (`template_location`).
+
+    `run` is what the pipeline's own start function returned (batch.StartedRun for predict,
+    streaming.pipeline.StartedStream for a stream).
+    """
 
     job_name: str
     job_id: str | None
     console_url: str | None
     template_location: str | None
-    run: StartedRun
+    run: Any
 
     @property
     def submitted(self) -> bool:
         return self.job_id is not None
 
 
-def launch_predict(config: PredictConfig, http: Any | None = None) -> Launch:
-    """Start a batch predict pipeline (batch.PredictConfig with a DataflowRunnerConfig) on Dataflow.
+@contextmanager
+def _with_code_wheel(runner: DataflowRunnerConfig, http: Any | None) -> Iterator[DataflowRunnerConfig]:
+    """The runner with the kit's code wheel, after the GPU quota gate.
 
-    GPU launches pass the quota gate first. The code wheel is built into a temp dir that only has
-    to outlive staging, which happens inside `start_predict`.
+    The wheel lives in a temp dir that only has to outlive staging, which happens while the
+    pipeline starts, inside the `with` block.
     """
-    from pipeline.batch import start_predict
-    from pipeline.doctor import require_gpu_quota
+    from mnistkit.pipeline.cloud.doctor import require_gpu_quota
 
-    runner: DataflowRunnerConfig = config.runner
     require_gpu_quota(runner.config, http)
     with tempfile.TemporaryDirectory(prefix="mnistkit-code-") as tmp:
-        wheel = build_code_wheel(Path(tmp))
-        run = start_predict(replace(config, runner=replace(runner, code_wheel=str(wheel))))
+        yield replace(runner, code_wheel=str(build_code_wheel(Path(tmp))))
+
+
+def _launch(runner: DataflowRunnerConfig, run: Any) -> Launch:
     job_id = run.result.job_id() if run.result.has_job else None
     cloud = runner.config
     return Launch(
@@ -330,6 +251,102 @@ def launch_predict(config: PredictConfig, http: Any | None = None) -> Launch:
         template_location=runner.template_location,
         run=run,
     )
+
+
+def default_errors_output(config: PredictConfig, runner: DataflowRunnerConfig) -> str | None:
+    """Where a Dataflow predict run's dead letters and summary go when the user named no place.
+
+    A file output keeps them beside the predictions; a table output has no such place, so they go
+    to `gs://DATA_BUCKET/runs/JOB_NAME`.
+    """
+    from mnistkit.pipeline.io.bigquery import is_bigquery
+
+    if config.errors_output is not None or not is_bigquery(config.output):
+        return config.errors_output
+    runner.config.require("data_bucket")
+    return f"{runner.config.data_bucket.rstrip('/')}/runs/{runner.job_name}"
+
+
+def launch_predict(config: PredictConfig, runner: DataflowRunnerConfig, http: Any | None = None) -> Launch:
+    """Start the batch predict pipeline of `config` on Dataflow with `runner`."""
+    from mnistkit.pipeline.batch import start_predict
+
+    config = replace(
+        config,
+        errors_output=default_errors_output(config, runner),
+        bigquery_read_method=runner.config.bigquery_read_method,
+    )
+    with _with_code_wheel(runner, http) as staged:
+        run = start_predict(replace(config, runner=staged))
+    return _launch(runner, run)
+
+
+def launch_stream(config: StreamConfig, runner: DataflowRunnerConfig, http: Any | None = None) -> Launch:
+    """Start the streaming pipeline of `config` on Dataflow with `runner` (it runs until drained)."""
+    from mnistkit.pipeline.streaming.pipeline import start_stream
+
+    with _with_code_wheel(runner, http) as staged:
+        run = start_stream(replace(config, runner=staged))
+    return _launch(runner, run)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """One look at a running job: its state and the kit's row counters so far."""
+
+    state: str
+    counters: dict[str, int]
+    elapsed_s: float
+
+    @property
+    def done(self) -> bool:
+        return self.state in _TERMINAL_STATES
+
+
+_TERMINAL_STATES = {"DONE", "FAILED", "CANCELLED", "DRAINED", "UPDATED", "STOPPED"}
+
+
+def follow_job(
+    result: Any,
+    on_status: Callable[[JobStatus], None],
+    interval_s: float = 10.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> JobStatus:
+    """Report a running job's state and counters every `interval_s` until it ends; the last status.
+
+    Counters are the attempted values (committed ones exist only once a stage finishes), so the
+    numbers shown while it runs may still move; the summary written after it uses committed ones.
+    """
+    from mnistkit.pipeline.accounting import query_counters
+
+    started = time.monotonic()
+    while True:
+        state = str(getattr(result.state, "name", result.state)).removeprefix("JOB_STATE_")
+        try:
+            counters = query_counters(result, committed=False)
+        except Exception:  # noqa: BLE001 - metrics are best effort while a job starts up
+            counters = {}
+        status = JobStatus(state, counters, time.monotonic() - started)
+        on_status(status)
+        if status.done:
+            return status
+        sleep(interval_s)
+
+
+def local_predict_config(config: PredictConfig, cloud: CloudConfig) -> PredictConfig:
+    """A local predict run that reads or writes BigQuery, with the cloud settings it needs.
+
+    It gets the project, a gs:// temp location for batch loads, and the read method the
+    deployment allows; a run that touches no table is returned as it is.
+    """
+    from mnistkit.pipeline.io.bigquery import is_bigquery
+
+    if not (is_bigquery(config.input) or is_bigquery(config.output)):
+        return config
+    wanted = {"project": cloud.project_id, "temp_location": cloud.temp_location}
+    args = [f"--{name}={value}" for name, value in wanted.items() if value]
+    runner = replace(config.runner, extra_args=[*config.runner.extra_args, *args])
+    return replace(config, runner=runner, bigquery_read_method=cloud.bigquery_read_method)
 
 
 def dry_run_location(config: CloudConfig, job_name: str) -> str:

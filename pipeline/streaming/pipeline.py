@@ -1,17 +1,17 @@
 """The streaming prediction pipeline: rows arriving one by one → micro-batches → scored rows.
 
-    source ─(payload, source) @ event time─▶ MicroBatch ─▶ Parse ─▶ RunInference ─▶ sink
-                                                           └── dead letters ───────▶ sink
+    source ─(payload, source, format) @ event time─▶ MicroBatch ─▶ Parse ─▶ RunInference ─▶ sink
+                                                                  └── dead letters ───────▶ sink
 
 - Micro-batching is Beam's stateful `GroupIntoBatches`: a batch leaves when it holds
   `max_batch` rows or when its first row has waited `window_seconds` (a processing-time timer),
   whichever comes first; `max_batch` 1 scores every row on its own. It batches across bundles
   in the global window, so a row is never dropped for arriving late.
-- Each micro-batch is parsed in one vectorised call, then scored by `StreamModelHandler`, whose
-  model follows the export dir (stream_handler.py).
+- Each micro-batch is parsed by the batch pipeline's parsers, one vectorised call per format,
+  then scored by `StreamModelHandler`, whose model follows the export dir (inference/hot_swap.py).
 - Every output row carries its event time (Pub/Sub publish time, file mtime), the prediction
   time, the latency between them in ms, and the model version that scored it.
-- The sink writes each scored micro-batch as it comes (stream_io.py). A windowed file sink would
+- The sink writes each scored micro-batch as it comes (io/streams.py). A windowed file sink would
   wait for the watermark to pass each window, which the local FnApiRunner does not keep for a
   polling source; a file per micro-batch needs neither, and its rows show as soon as they are
   scored.
@@ -21,25 +21,24 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import accounting
-from pipeline.accounting import Summary, query_counters
-from pipeline.bigquery import is_bigquery, parse_table
-from pipeline.model import validate_model
-from pipeline.options import FN_API_RUNNER
-from pipeline.stream_handler import StreamModelHandler
-from pipeline.stream_io import (
+from mnistkit.pipeline import accounting
+from mnistkit.pipeline.accounting import LATENCY_MS, Summary, query_counters
+from mnistkit.pipeline.inference.hot_swap import StreamModelHandler
+from mnistkit.pipeline.inference.savedmodel import validate_model
+from mnistkit.pipeline.io.bigquery import is_bigquery, parse_table
+from mnistkit.pipeline.io.parsing import PARSERS
+from mnistkit.pipeline.io.streams import (
     StreamInput,
     StreamInputError,
     WriteStreamBigQuery,
@@ -47,23 +46,65 @@ from pipeline.stream_io import (
     parse_input,
     read_stream,
 )
-from pipeline.stream_rows import LATENCY_MS, StreamBatch, StreamRecord, parse_micro_batch
-from pipeline.transforms import DEAD_LETTERS
-from pipeline.watch import StopPolicy
+from mnistkit.pipeline.io.watch import StopPolicy
+from mnistkit.pipeline.rows import DEAD_LETTERS, DeadLetter, ParsedBatch, StreamBatch, StreamRecord
+from mnistkit.pipeline.runners import FN_API_RUNNER, Runner
 
-if TYPE_CHECKING:
-    from pipeline.dataflow import DataflowRunnerConfig
+__all__ = [
+    "BUNDLE_BASED_RUNNER",
+    "ScoreStream",
+    "ScoredStream",
+    "StartedStream",
+    "StreamConfig",
+    "StreamResult",
+    "build_stream_pipeline",
+    "parse_micro_batch",
+    "run_stream",
+    "start_stream",
+    "stream_pipeline_args",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
 BUNDLE_BASED_RUNNER = "apache_beam.runners.direct.direct_runner.BundleBasedDirectRunner"
 
 
-def _stamp(element: tuple[bytes, str], timestamp=beam.DoFn.TimestampParam) -> tuple[int, StreamRecord]:
-    """A record with its event time, under the one batching key."""
-    payload, source = element
+def _stamp(element: tuple[bytes, str, str], timestamp=beam.DoFn.TimestampParam) -> tuple[int, StreamRecord]:
+    """A `(payload, source, format)` record with its event time, under the one batching key."""
+    payload, source, fmt = element
     accounting.count_read(1)
-    return 0, StreamRecord(payload, source, timestamp.micros / 1e6)
+    return 0, StreamRecord(payload, source, timestamp.micros / 1e6, fmt)
+
+
+def parse_micro_batch(records: Sequence[StreamRecord]) -> tuple[StreamBatch | None, list[DeadLetter]]:
+    """The rows of a micro-batch, parsed by the batch pipeline's parsers, one call per format.
+
+    Each row keeps its source and event time. When a format's records hold a bad row, the
+    parser's output no longer tells which rows survived, so those records are parsed again one
+    by one: slower, but only for the parts of micro-batches that hold bad rows.
+    """
+    by_format: dict[str, list[StreamRecord]] = {}
+    for record in records:
+        by_format.setdefault(record.format, []).append(record)
+    parts: list[ParsedBatch] = []
+    times: list[np.ndarray] = []
+    dead: list[DeadLetter] = []
+    for fmt, group in by_format.items():
+        parse = PARSERS[fmt]
+        rows, bad = parse([r.payload for r in group], "stream")
+        if not bad:
+            parts.append(ParsedBatch(rows.keys, rows.images, [r.source for r in group]))
+            times.append(np.fromiter((r.event_time for r in group), np.float64, len(group)))
+            continue
+        for record in group:
+            one, one_bad = parse([record.payload], record.source)
+            dead += one_bad
+            if len(one):
+                parts.append(one)
+                times.append(np.asarray([record.event_time], np.float64))
+    if not parts:
+        return None, dead
+    return StreamBatch(ParsedBatch.concat(parts), np.concatenate(times)), dead
 
 
 def _parse(records: list[StreamRecord]) -> Iterator[StreamBatch | beam.pvalue.TaggedOutput]:
@@ -84,7 +125,7 @@ class ScoredStream:
 
 
 class ScoreStream(beam.PTransform):
-    """`(payload, source)` elements timestamped by event time → ScoredBatches and dead letters.
+    """`(payload, source, format)` elements timestamped by event time → ScoredBatches and dead letters.
 
     Args:
       handler: the model handler (its model follows the export dir).
@@ -132,10 +173,10 @@ class ScoreStream(beam.PTransform):
 class StreamConfig:
     """Everything one streaming run needs; see `mnistkit stream --help`.
 
-    `dataflow` launches the job on Dataflow; without it the stream runs here. `duration` and
-    `idle` stop a local run: a watched folder stops polling (the pipeline then drains and
-    finishes); a local Pub/Sub read is cancelled after `duration` (rows still in flight are lost,
-    like any cancelled streaming job).
+    `runner` None runs the stream here, on the local runner that can read its source; a remote
+    runner is set by `cloud.launch.launch_stream`. `duration` and `idle` stop a local run: a
+    watched folder stops polling (the pipeline then drains and finishes); a local Pub/Sub read
+    is cancelled after `duration` (rows still in flight are lost, like any cancelled streaming job).
     """
 
     model: str
@@ -148,7 +189,7 @@ class StreamConfig:
     duration: float | None = None
     idle: float | None = None
     errors_output: str | None = None
-    dataflow: DataflowRunnerConfig | None = None
+    runner: Runner | None = None
 
     @property
     def errors_folder(self) -> str:
@@ -162,16 +203,16 @@ class StreamConfig:
         return self.output
 
 
-def stream_pipeline_args(source: StreamInput, dataflow: DataflowRunnerConfig | None = None) -> list[str]:
-    """Beam arguments for a stream: Dataflow's, or the local runner that can run `source`.
+def stream_pipeline_args(source: StreamInput, runner: Runner | None = None) -> list[str]:
+    """Beam arguments for a stream: the remote runner's, or the local runner that can run `source`.
 
     Locally there is no single streaming runner for both sources (Prism, the DirectRunner's
     streaming engine, needs a binary download that fails offline): Pub/Sub reads run only on
     the BundleBasedDirectRunner, which cannot run the polling splittable DoFn of a watched
     folder; that one runs on the FnApiRunner, in this process so the model is loaded once.
     """
-    if dataflow is not None:
-        return [*dataflow.pipeline_args(), "--streaming", "--enable_streaming_engine"]
+    if runner is not None:
+        return runner.flags(streaming=True)
     if source.is_pubsub:
         return [f"--runner={BUNDLE_BASED_RUNNER}", "--streaming"]
     return [f"--runner={FN_API_RUNNER}", "--direct_running_mode=in_memory", "--direct_num_workers=1", "--streaming"]
@@ -183,7 +224,7 @@ def build_stream_pipeline(pipeline: beam.Pipeline, config: StreamConfig) -> None
     records, source_dead = read_stream(pipeline, source, config.poll_seconds, StopPolicy(config.duration, config.idle))
     handler = StreamModelHandler(config.model, max_batch=config.max_batch, check_seconds=config.model_check_seconds)
     scored = records | "ScoreStream" >> ScoreStream(
-        handler, config.max_batch, config.window_seconds, sharded=config.dataflow is not None
+        handler, config.max_batch, config.window_seconds, sharded=config.runner is not None
     )
     outputs = [scored.scored, scored.dead_letters]
     if source_dead is not None:
@@ -196,19 +237,26 @@ def build_stream_pipeline(pipeline: beam.Pipeline, config: StreamConfig) -> None
 
 
 @dataclass(frozen=True)
+class StartedStream:
+    """A stream `start_stream` launched: its Beam result, the checked model and the start time."""
+
+    config: StreamConfig
+    result: Any
+    source: StreamInput
+    model_uri: str
+    started: float
+
+
+@dataclass(frozen=True)
 class StreamResult:
-    """A local run's row counts and latencies (ms), or the Dataflow job it launched (or staged)."""
+    """A local run's row counts and latencies (ms)."""
 
-    summary: Summary | None = None
+    summary: Summary
     latency_ms: dict[str, float] = field(default_factory=dict)
-    job_id: str | None = None
-    console_url: str | None = None
-    template_location: str | None = None
 
 
-def run_stream(config: StreamConfig) -> StreamResult:
-    """Check the input, outputs and model, then run the stream here (until it stops) or launch it
-    on Dataflow.
+def start_stream(config: StreamConfig) -> StartedStream:
+    """Check the input, outputs and model, then build the stream and start it on its runner.
 
     Raises StreamInputError, BigQueryError or ModelError before anything runs.
     """
@@ -218,47 +266,32 @@ def run_stream(config: StreamConfig) -> StreamResult:
     # The check reads the newest version; the stream serves the export dir itself, so that
     # newer versions are picked up as they appear.
     model = validate_model(config.model)
-    if config.dataflow is not None:
-        return _launch(config, source)
-    pipeline = beam.Pipeline(options=PipelineOptions(stream_pipeline_args(source)))
+    pipeline = beam.Pipeline(options=PipelineOptions(stream_pipeline_args(source, config.runner)))
     build_stream_pipeline(pipeline, config)
     result = pipeline.run()
     _LOGGER.info("Streaming %s through model %s into %s", config.input, model.uri, config.output)
-    if source.is_pubsub and config.duration is not None:
+    return StartedStream(config, result, source, model.uri, started)
+
+
+def run_stream(config: StreamConfig) -> StreamResult:
+    """Run the stream here until it stops (see StreamConfig) and count what it did."""
+    if config.runner is not None:
+        raise ValueError("run_stream runs streams here; launch remote ones with cloud.launch.launch_stream")
+    run = start_stream(config)
+    if run.source.is_pubsub and config.duration is not None:
         time.sleep(config.duration)
-        result.cancel()
+        run.result.cancel()
     else:
-        result.wait_until_finish()
+        run.result.wait_until_finish()
     summary = Summary.from_counters(
-        query_counters(result),
+        query_counters(run.result),
         input=config.input,
         output=config.output,
-        model=model.uri,
-        format="jsonl",
-        wall_time_s=time.monotonic() - started,
+        model=run.model_uri,
+        format="stream",
+        wall_time_s=time.monotonic() - run.started,
     )
-    return StreamResult(summary, _latency(result))
-
-
-def _launch(config: StreamConfig, source: StreamInput) -> StreamResult:
-    """Submit the stream to Dataflow (or only build and stage it, given a template location)."""
-    from pipeline.dataflow import build_code_wheel, console_url
-    from pipeline.doctor import require_gpu_quota
-
-    runner = config.dataflow
-    require_gpu_quota(runner.config)
-    with tempfile.TemporaryDirectory(prefix="mnistkit-code-") as tmp:
-        runner = replace(runner, code_wheel=str(build_code_wheel(Path(tmp))))
-        pipeline = beam.Pipeline(options=PipelineOptions(stream_pipeline_args(source, runner)))
-        build_stream_pipeline(pipeline, replace(config, dataflow=runner))
-        result = pipeline.run()
-    job_id = result.job_id() if result.has_job else None
-    cloud = runner.config
-    return StreamResult(
-        job_id=job_id,
-        console_url=console_url(cloud.project_id, cloud.region, job_id) if job_id else None,
-        template_location=runner.template_location,
-    )
+    return StreamResult(summary, _latency(run.result))
 
 
 def _check_folders(config: StreamConfig, source: StreamInput) -> None:

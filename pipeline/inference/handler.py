@@ -17,9 +17,15 @@ from typing import Any
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
-from model_export.model import NUM_CLASSES
-from pipeline.model import ServingModel, local_copy, resolve_model
-from pipeline.rows import DeadLetter, ParsedBatch, PredictionBatch, Reason
+from mnistkit.model_export.model import NUM_CLASSES
+from mnistkit.pipeline.inference.savedmodel import ServingModel, local_copy, resolve_model
+from mnistkit.pipeline.rows import DeadLetter, ParsedBatch, PredictionBatch, Reason
+
+__all__ = [
+    "SavedModelHandler",
+    "configure_tf_threads",
+    "predict_rows",
+]
 
 _LOGGER = logging.getLogger(__name__)
 

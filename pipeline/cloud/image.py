@@ -1,4 +1,4 @@
-"""`mnistkit image build`: the GPU worker image (pipeline/worker/Dockerfile), built where it can be.
+"""`mnistkit image build`: the GPU worker image (pipeline/cloud/worker/Dockerfile), built where it can be.
 
 With a local Docker engine the image is built and pushed from this machine; otherwise the build
 is submitted to Cloud Build (`gcloud builds submit`). Either way the build context is a temp dir
@@ -17,10 +17,20 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import CloudConfig, ConfigError
+from mnistkit.pipeline.choices import IMAGE_BACKENDS
+from mnistkit.pipeline.cloud.config import CloudConfig, ConfigError
+
+__all__ = [
+    "ImageBuild",
+    "WORKER_DIR",
+    "docker_engine_available",
+    "image_with_tag",
+    "launcher_versions",
+    "plan_image_build",
+    "run_image_build",
+]
 
 WORKER_DIR = Path(__file__).parent / "worker"
-BACKENDS = ("cloud-build", "docker")
 
 
 @dataclass(frozen=True)
@@ -77,9 +87,9 @@ def plan_image_build(
     """Prepare the context dir and the commands; `backend` None picks docker when an engine answers."""
     config.require("project_id", "region", "worker_image")
     backend = backend or ("docker" if docker_engine_available() else "cloud-build")
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if backend not in IMAGE_BACKENDS:
+        raise ConfigError(f"backend must be one of {IMAGE_BACKENDS}, got {backend!r}")
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     if not pyproject.is_file():
         raise ConfigError(f"{pyproject} not found: build the image from a checkout of the kit")
     context = context or Path(tempfile.mkdtemp(prefix="mnistkit-image-"))

@@ -17,16 +17,29 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from model_export.model import NUM_CLASSES, NUM_PIXELS
-from pipeline import accounting
-from pipeline.rows import DeadLetter, PredictionBatch, RawBatch, Reason
-from pipeline.transforms import DEAD_LETTERS
+from mnistkit.model_export.model import NUM_CLASSES, NUM_PIXELS
+from mnistkit.pipeline import accounting
+from mnistkit.pipeline.choices import BIGQUERY_READ_METHODS, BIGQUERY_WRITES
+from mnistkit.pipeline.rows import DEAD_LETTERS, DeadLetter, PredictionBatch, RawBatch, Reason
+
+__all__ = [
+    "BigQueryError",
+    "INPUT_SCHEMA",
+    "PREDICTIONS_SCHEMA",
+    "ReadFromBigQueryTable",
+    "SCHEME",
+    "SOURCE_FORMAT",
+    "TableRef",
+    "WritePredictionsToBigQuery",
+    "is_bigquery",
+    "parse_table",
+    "prediction_rows",
+    "rows_to_raw",
+]
 
 SCHEME = "bq://"
 # The input format of the rows a BigQuery source emits (parsing.PARSERS key).
 SOURCE_FORMAT = "text"
-WRITE_DISPOSITIONS = ("append", "truncate")
-READ_METHODS = ("DIRECT_READ", "EXPORT")
 
 # Same columns and modes as infra/modules/bigquery: appending to a table whose modes differ fails.
 _KEY = {"name": "key", "type": "INTEGER", "mode": "REQUIRED"}
@@ -91,7 +104,7 @@ def rows_to_raw(rows: list[dict[str, Any]], source: str) -> Iterator[RawBatch | 
     STRING images are taken as they are, so the text parser judges them exactly as it judges a
     line of a file; BYTES images (784 uint8 pixels) are written out as text values.
     """
-    from pipeline.formats import encode_text
+    from mnistkit.pipeline.io.formats import encode_text
 
     accounting.count_read(len(rows))
     records: list[bytes] = []
@@ -138,8 +151,8 @@ class ReadFromBigQueryTable(beam.PTransform):
         self, table: TableRef, batch_rows: int, method: str = "DIRECT_READ", temp_dataset: str | None = None
     ) -> None:
         super().__init__()
-        if method not in READ_METHODS:
-            raise BigQueryError(f"BigQuery read method must be one of {READ_METHODS}, got {method!r}")
+        if method not in BIGQUERY_READ_METHODS:
+            raise BigQueryError(f"BigQuery read method must be one of {BIGQUERY_READ_METHODS}, got {method!r}")
         self._table = table
         self._batch_rows = batch_rows
         self._method = method
@@ -186,8 +199,8 @@ class WritePredictionsToBigQuery(beam.PTransform):
 
     def __init__(self, table: TableRef, write: str = "append", gcs_temp: str | None = None) -> None:
         super().__init__()
-        if write not in WRITE_DISPOSITIONS:
-            raise BigQueryError(f"write must be one of {WRITE_DISPOSITIONS}, got {write!r}")
+        if write not in BIGQUERY_WRITES:
+            raise BigQueryError(f"write must be one of {BIGQUERY_WRITES}, got {write!r}")
         if write == "truncate" and not (gcs_temp or "").startswith("gs://"):
             raise BigQueryError(
                 f"truncating {table.uri} needs a batch load, which stages files on GCS: "

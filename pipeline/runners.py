@@ -1,4 +1,4 @@
-"""Pipeline options for every runner, built in one place.
+"""Where a pipeline runs: the contract every runner config meets, and the local runner's options.
 
 Locally the kit pins Beam's FnApiRunner by its fully-qualified name. The plain DirectRunner
 would try Prism first, which downloads a binary from GitHub at run time: offline that fails
@@ -16,10 +16,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.choices import RUNNERS, RUNNING_MODES
+from mnistkit.pipeline.choices import RUNNING_MODES
+
+__all__ = ["FN_API_RUNNER", "Runner", "RunnerConfig", "available_cores"]
 
 FN_API_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 
@@ -29,11 +32,31 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+class Runner(Protocol):
+    """What a pipeline asks of where it runs (RunnerConfig here, cloud.launch.DataflowRunnerConfig).
+
+    `worker_count` is how many workers share the input (the batch pipeline cuts its files into
+    ranges by it); the thread counts size TensorFlow's pools per worker (0 = TensorFlow's default).
+    """
+
+    @property
+    def worker_count(self) -> int: ...
+
+    @property
+    def tf_intra_op_threads(self) -> int: ...
+
+    @property
+    def tf_inter_op_threads(self) -> int: ...
+
+    def flags(self, streaming: bool = False) -> list[str]: ...
+
+    def pipeline_options(self) -> PipelineOptions: ...
+
+
 @dataclass(frozen=True)
 class RunnerConfig:
-    """Where and how wide a pipeline runs; `workers` 0 means one per core."""
+    """The local runner: how many workers and how they run; `workers` 0 means one per core."""
 
-    runner: str = "direct"
     workers: int = 0
     running_mode: str = "multi_threading"
     extra_args: Sequence[str] = ()
@@ -61,16 +84,15 @@ class RunnerConfig:
             return 0
         return self.worker_count if self.running_mode == "multi_threading" else 1
 
-    def flags(self) -> list[str]:
+    def flags(self, streaming: bool = False) -> list[str]:
         """The command-line form of these options (what `pipeline_options` parses)."""
-        if self.runner not in RUNNERS:
-            raise ValueError(f"unknown runner {self.runner!r}; choose one of {', '.join(RUNNERS)}")
         if self.running_mode not in RUNNING_MODES:
             raise ValueError(f"unknown running mode {self.running_mode!r}")
         return [
             f"--runner={FN_API_RUNNER}",
             f"--direct_running_mode={self.running_mode}",
             f"--direct_num_workers={self.worker_count}",
+            *(["--streaming"] if streaming else []),
             *self.extra_args,
         ]
 

@@ -7,7 +7,6 @@ value TFRecord inputs are scaled to, so one image gives one prediction in every 
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections import Counter
@@ -21,11 +20,28 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from model_export.model import NUM_PIXELS, to_model_input
-from pipeline.choices import FORMATS
-from pipeline.files import FileRange, frame_tfrecord, match_files, read_range
-from pipeline.parsing import PARSERS
-from pipeline.rows import DeadLetter
+from mnistkit.model_export.model import NUM_PIXELS, to_model_input
+from mnistkit.pipeline.choices import FORMATS
+from mnistkit.pipeline.io.files import FileRange, frame_tfrecord, match_files, read_range
+from mnistkit.pipeline.io.parsing import PARSERS
+from mnistkit.pipeline.rows import DeadLetter
+
+__all__ = [
+    "ConvertResult",
+    "ENCODERS",
+    "FormatError",
+    "convert",
+    "dataset_rows",
+    "detect_format",
+    "encode_jsonl",
+    "encode_text",
+    "encode_tfrecord",
+    "idx_rows",
+    "image_rows",
+    "keyed_rows",
+    "shard_paths",
+    "write_rows",
+]
 
 _EXTENSIONS = {
     ".txt": "text",
@@ -155,7 +171,7 @@ def idx_rows(
     path: str, limit: int | None = None, key_start: int = 0, repeat: int = 1
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(keys, uint8 pixels) chunks of an IDX images file (see image_rows)."""
-    from model_export.datasets import read_idx
+    from mnistkit.model_export.datasets import read_idx
 
     images = read_idx(Path(path))
     pixels = images.reshape(len(images), -1)
@@ -173,7 +189,7 @@ def dataset_rows(
     repeat: int = 1,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(keys, uint8 pixels) chunks of a dataset split, found the way `mnistkit train` finds it."""
-    from model_export.datasets import load_dataset
+    from mnistkit.model_export.datasets import load_dataset
 
     images, _ = load_dataset(dataset, split, data_dir)
     return image_rows(images.reshape(len(images), NUM_PIXELS), limit, key_start, repeat)
@@ -266,12 +282,3 @@ def convert(
 
     result.files = write_rows(output, fmt, counted(), shards)
     return result
-
-
-def read_json_lines(pattern: str) -> Iterator[dict]:
-    """Every JSON object in the files matching `pattern` (predictions or dead letters)."""
-    for path, _ in match_files(pattern):
-        with FileSystems.open(path) as f:
-            for line in f:
-                if line.strip():
-                    yield json.loads(line)

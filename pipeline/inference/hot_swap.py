@@ -22,9 +22,14 @@ from typing import Any
 
 from apache_beam.ml.inference.base import ModelHandler
 
-from pipeline.handler import predict_rows
-from pipeline.model import ModelError, ServingModel, local_copy, resolve_model, validate_model
-from pipeline.stream_rows import ScoredBatch, StreamBatch
+from mnistkit.pipeline.inference.handler import predict_rows
+from mnistkit.pipeline.inference.savedmodel import ModelError, ServingModel, local_copy, resolve_model, validate_model
+from mnistkit.pipeline.rows import ScoredBatch, StreamBatch
+
+__all__ = [
+    "LatestModel",
+    "StreamModelHandler",
+]
 
 _LOGGER = logging.getLogger(__name__)
 

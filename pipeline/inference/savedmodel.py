@@ -24,7 +24,17 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from model_export.export import MODEL_JSON, SIGNATURE_INPUTS, SIGNATURE_NAME, SIGNATURE_OUTPUTS, newest_version
+from mnistkit.model_export.export import MODEL_JSON, SIGNATURE_INPUTS, SIGNATURE_NAME, SIGNATURE_OUTPUTS, newest_version
+
+__all__ = [
+    "ModelError",
+    "ModelInfo",
+    "ServingModel",
+    "local_copy",
+    "read_signature",
+    "resolve_model",
+    "validate_model",
+]
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -18,8 +18,18 @@ from typing import TypeVar
 
 import numpy as np
 
-from model_export.model import NUM_PIXELS, to_model_input
-from pipeline.rows import DeadLetter, ParsedBatch, RawBatch, Reason
+from mnistkit.model_export.model import NUM_PIXELS, to_model_input
+from mnistkit.pipeline.rows import DeadLetter, ParsedBatch, RawBatch, Reason
+
+__all__ = [
+    "MAX_RECORD_BYTES",
+    "PARSERS",
+    "ParseResult",
+    "parse",
+    "parse_jsonl",
+    "parse_text",
+    "parse_tfrecord",
+]
 
 # A valid row is at most ~12 KiB in any format; anything far beyond is garbage (or a file that is
 # not line-oriented), and is rejected before it costs parse time or memory.
