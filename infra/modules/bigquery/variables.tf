@@ -43,7 +43,7 @@ variable "stream_predictions_table_id" {
   description = "Output table of streams: the predictions columns plus event_time, prediction_time, latency_ms, model_version."
 
   validation {
-    condition     = can(regex("^[A-Za-z0-9_]{1,1024}$", var.stream_predictions_table_id))
+    condition     = can(regex("^[A-Za-z0-9_]+$", var.stream_predictions_table_id)) && length(var.stream_predictions_table_id) <= 1024
     error_message = "stream_predictions_table_id may only hold letters, digits and underscores."
   }
 }
