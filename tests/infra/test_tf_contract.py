@@ -121,9 +121,7 @@ def test_uri_outputs_have_the_documented_shape(root, modules):
     assert modules["artifact_registry"]["output"]["url"]["value"].startswith(
         "${google_artifact_registry_repository.this.location}-docker.pkg.dev/"
     )
-    assert root["output"]["worker_image"]["value"].endswith(
-        "/${var.worker_image_name}:${var.worker_image_tag}"
-    )
+    assert root["output"]["worker_image"]["value"].endswith("/${var.worker_image_name}:${var.worker_image_tag}")
     assert root["variable"]["worker_image_name"]["default"] == "mnistkit-worker"
 
 
@@ -219,7 +217,8 @@ IAM_VARS = [
     "-var=dataset_id=mnist",
     '-var=tables={input = "i", input_bytes = "ib", predictions = "p", stream_predictions = "sp"}',
     '-var=artifact_registry={location = "us-central1", repository = "mnistkit"}',
-    '-var=pubsub={input_topic = "t", input_subscription = "s", dead_letter_topic = "dt", dead_letter_subscription = "ds"}',
+    '-var=pubsub={input_topic = "t", input_subscription = "s",'
+    ' dead_letter_topic = "dt", dead_letter_subscription = "ds"}',
 ]
 
 
@@ -413,16 +412,28 @@ def test_each_identity_has_exactly_its_roles(wired_access):
     got = {who: set(grants) for who, grants in wired_access.items()}
     assert set(got) == set(EXACT_ACCESS)
     for who, expected in EXACT_ACCESS.items():
-        assert got[who] == expected, f"{who}: extra {sorted(got[who] - expected)}, missing {sorted(expected - got[who])}"
+        assert got[who] == expected, (
+            f"{who}: extra {sorted(got[who] - expected)}, missing {sorted(expected - got[who])}"
+        )
     assert all(len(g) == len(set(g)) for g in wired_access.values())
 
 
 def _holders(wired_access, resource: str, roles: set[str]) -> set[str]:
-    return {who for who, grants in wired_access.items() for g in grants if g.split(" ")[0] == resource and g.split(" ")[1] in roles}
+    return {
+        who
+        for who, grants in wired_access.items()
+        for g in grants
+        if g.split(" ")[0] == resource and g.split(" ")[1] in roles
+    }
 
 
 def test_only_the_publishers_write_the_model_bucket(wired_access):
-    writers = {"roles/storage.objectUser", "roles/storage.objectCreator", "roles/storage.objectAdmin", "roles/storage.admin"}
+    writers = {
+        "roles/storage.objectUser",
+        "roles/storage.objectCreator",
+        "roles/storage.objectAdmin",
+        "roles/storage.admin",
+    }
     assert _holders(wired_access, MODELS, writers) == {"training", PUBLISHER}
     assert not _holders(wired_access, MODELS, {"roles/storage.objectAdmin", "roles/storage.admin"})
 
@@ -518,7 +529,14 @@ def test_act_as_is_granted_on_the_worker_and_builder_accounts_only(modules, wire
 
 def test_cmek_reaches_every_service_agent_and_dataflow(root, modules):
     cmek = modules["cmek"]
-    assert set(cmek["locals"]["agents"]) == {"storage", "bigquery", "artifact_registry", "pubsub", "dataflow", "compute"}
+    assert set(cmek["locals"]["agents"]) == {
+        "storage",
+        "bigquery",
+        "artifact_registry",
+        "pubsub",
+        "dataflow",
+        "compute",
+    }
     grant = cmek["resource"]["google_kms_crypto_key_iam_member"]["agents"]
     assert grant["role"] == "roles/cloudkms.cryptoKeyEncrypterDecrypter"
     assert grant["crypto_key_id"] == "${var.kms_key_name}"
@@ -594,7 +612,10 @@ def test_pubsub_has_input_subscription_and_kept_dead_letters(modules):
     subscription = res["google_pubsub_subscription"]["input"]
     assert subscription["topic"] == "${google_pubsub_topic.input.id}"
     assert subscription["dead_letter_policy"] == [
-        {"dead_letter_topic": "${google_pubsub_topic.dead_letter.id}", "max_delivery_attempts": "${var.max_delivery_attempts}"}
+        {
+            "dead_letter_topic": "${google_pubsub_topic.dead_letter.id}",
+            "max_delivery_attempts": "${var.max_delivery_attempts}",
+        }
     ]
     assert subscription["expiration_policy"] == [{"ttl": ""}]
     # Messages published to a topic without subscriptions are lost.
@@ -626,8 +647,11 @@ def test_worker_image_base_is_pinned_by_digest_and_built_as_the_builder():
     assert base.endswith("@${BEAM_BASE_DIGEST}"), base
     recipe = (REPO_ROOT / "pipeline" / "worker" / "cloudbuild.yaml").read_text()
     assert "--build-arg=BEAM_BASE_DIGEST=${_BEAM_BASE_DIGEST}" in recipe
-    assert re.search(r"^serviceAccount: projects/\$\{PROJECT_ID\}/serviceAccounts/\$\{_SERVICE_ACCOUNT\}$", recipe, re.M)
+    assert re.search(
+        r"^serviceAccount: projects/\$\{PROJECT_ID\}/serviceAccounts/\$\{_SERVICE_ACCOUNT\}$", recipe, re.M
+    )
     assert "logging: CLOUD_LOGGING_ONLY" in recipe
+
 
 def test_services_stay_enabled_on_destroy(modules):
     body = modules["services"]["resource"]["google_project_service"]["this"]
@@ -661,9 +685,7 @@ def test_root_backend_is_empty_gcs_and_quota_feeds_the_gate(root):
     quota = root["data"]["google_cloud_quotas_quota_info"]["gpu"]
     assert quota["service"] == "compute.googleapis.com"
     assert "module.gpu_placement.quota_ids" in quota["for_each"]
-    assert (
-        "data.google_cloud_quotas_quota_info.gpu" in root["module"]["gpu_placement"]["quota_dimensions_infos"]
-    )
+    assert "data.google_cloud_quotas_quota_info.gpu" in root["module"]["gpu_placement"]["quota_dimensions_infos"]
 
 
 def test_destroy_protection_follows_force_destroy(root, modules):

@@ -122,17 +122,14 @@ def test_force_destroy_applies_the_flags_before_destroying(make):
     assert code == 0, output
     tf = [c for c in calls if c.startswith("terraform")]
     assert [c.split(" |")[0] for c in tf[1:]] == [
-        "terraform -chdir=infra apply -input=false -auto-approve"
-        " -target=module.storage -target=module.bigquery",
+        "terraform -chdir=infra apply -input=false -auto-approve -target=module.storage -target=module.bigquery",
         "terraform -chdir=infra destroy -input=false -auto-approve",
     ]
     assert all("force_destroy=true" in c for c in tf)
 
 
 def test_destroy_refuses_while_jobs_run(make):
-    code, output, calls = make(
-        "destroy", "PROJECT_ID=demo-proj", "AUTO_APPROVE=1", STUB_ACTIVE_JOBS="2025-01-01_job"
-    )
+    code, output, calls = make("destroy", "PROJECT_ID=demo-proj", "AUTO_APPROVE=1", STUB_ACTIVE_JOBS="2025-01-01_job")
     assert code != 0 and "Cancel them first" in output
     assert not [c for c in calls if c.startswith("terraform")]
 

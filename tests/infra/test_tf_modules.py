@@ -43,9 +43,7 @@ def gpu_module(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 
 def test_fmt_is_clean(tmp_path):
-    result = run_terraform(
-        ["fmt", "-check", "-recursive", "-diff", str(INFRA)], INFRA, terraform_env(tmp_path)
-    )
+    result = run_terraform(["fmt", "-check", "-recursive", "-diff", str(INFRA)], INFRA, terraform_env(tmp_path))
     assert result.returncode == 0, f"run `terraform fmt -recursive infra`:\n{result.stdout}{result.stderr}"
 
 
@@ -111,9 +109,7 @@ def test_both_quotas_short_are_both_named(gpu_module, tmp_path):
 
 
 def test_wrong_machine_family_message_explains_the_family(gpu_module, tmp_path):
-    detail = plan_error(
-        gpu_module, tmp_path, region="us-central1", gpu_type="nvidia-l4", machine_type="n1-standard-8"
-    )
+    detail = plan_error(gpu_module, tmp_path, region="us-central1", gpu_type="nvidia-l4", machine_type="n1-standard-8")
     assert "L4 GPUs come only with G2 machine types" in detail
 
 
@@ -182,7 +178,8 @@ REQUIRED_VARS = {
         "-var=dataset_id=mnist",
         '-var=tables={input = "i", input_bytes = "ib", predictions = "p", stream_predictions = "sp"}',
         '-var=artifact_registry={location = "us-central1", repository = "mnistkit"}',
-        '-var=pubsub={input_topic = "t", input_subscription = "s", dead_letter_topic = "dt", dead_letter_subscription = "ds"}',
+        '-var=pubsub={input_topic = "t", input_subscription = "s",'
+        ' dead_letter_topic = "dt", dead_letter_subscription = "ds"}',
         '-var=launcher_members=["user:you@example.com"]',
         '-var=model_publisher_members=["group:ml-release@example.com"]',
     ],
@@ -260,9 +257,7 @@ def test_every_module_with_new_validations_has_a_terraform_test():
 
 def test_bigquery_schemas_match_the_pipeline_rows(tmp_path):
     workdir = harness(MODULES / "bigquery", tmp_path / "bigquery", with_locals=True)
-    tables = console_json(
-        workdir, terraform_env(tmp_path / "data"), "local.tables", *REQUIRED_VARS["bigquery"]
-    )
+    tables = console_json(workdir, terraform_env(tmp_path / "data"), "local.tables", *REQUIRED_VARS["bigquery"])
     assert {k: t["id"] for k, t in tables.items()} == {
         "input": "images",
         "input_bytes": "images_bytes",

@@ -51,9 +51,7 @@ def load_hcl(path: Path) -> dict:
         options = getattr(hcl2, "SerializationOptions", None)
         if options is None:
             return _unwrap(hcl2.load(fh))
-        return _unwrap(
-            hcl2.load(fh, serialization_options=options(with_comments=False, strip_string_quotes=True))
-        )
+        return _unwrap(hcl2.load(fh, serialization_options=options(with_comments=False, strip_string_quotes=True)))
 
 
 @functools.cache
