@@ -21,6 +21,16 @@ output "data_bucket" {
   value       = module.storage.data_bucket
 }
 
+output "input_location" {
+  description = "gs:// folder for uploaded inputs; workers only read the data bucket outside output_location."
+  value       = module.storage.input_location
+}
+
+output "output_location" {
+  description = "gs:// folder workers may write (predictions, dead letters, --errors-output): nowhere else in the data bucket."
+  value       = module.storage.output_location
+}
+
 output "temp_location" {
   description = "Dataflow --temp_location (gs://.../tmp)."
   value       = module.storage.temp_location
@@ -51,6 +61,31 @@ output "predictions_table" {
   value       = module.bigquery.tables.predictions
 }
 
+output "stream_predictions_table" {
+  description = "project.dataset.table for streams: the predictions columns plus event_time, prediction_time, latency_ms, model_version."
+  value       = module.bigquery.tables.stream_predictions
+}
+
+output "pubsub_input_topic" {
+  description = "projects/P/topics/T streams are fed through (mnistkit simulate-stream publishes here)."
+  value       = module.pubsub.input_topic
+}
+
+output "pubsub_input_subscription" {
+  description = "projects/P/subscriptions/S a stream reads (--input pubsub://...); the worker may pull from it and from nothing else."
+  value       = module.pubsub.input_subscription
+}
+
+output "pubsub_dead_letter_topic" {
+  description = "projects/P/topics/T where Pub/Sub moves messages no job acknowledged after pubsub_max_delivery_attempts."
+  value       = module.pubsub.dead_letter_topic
+}
+
+output "pubsub_dead_letter_subscription" {
+  description = "projects/P/subscriptions/S holding those dead letters for inspection (launchers may pull)."
+  value       = module.pubsub.dead_letter_subscription
+}
+
 output "bigquery_read_method" {
   description = "ReadFromBigQuery method the worker SA is provisioned for: DIRECT_READ (Storage Read API) or EXPORT (bigquery_direct_read = false)."
   value       = var.bigquery_direct_read ? "DIRECT_READ" : "EXPORT"
@@ -59,6 +94,26 @@ output "bigquery_read_method" {
 output "worker_service_account" {
   description = "Email of the worker service account (--service_account_email)."
   value       = module.iam.worker_service_account
+}
+
+output "training_service_account" {
+  description = "Email of the training service account: the one service account that writes the model bucket."
+  value       = module.iam.training_service_account
+}
+
+output "cloudbuild_service_account" {
+  description = "Email of the account Cloud Build runs image builds as (gcloud builds submit --service-account=projects/PROJECT/serviceAccounts/EMAIL)."
+  value       = module.iam.cloudbuild_service_account
+}
+
+output "build_source_location" {
+  description = "gs:// folder for Cloud Build contexts (gcloud builds submit --gcs-source-staging-dir); the builder can read nothing else."
+  value       = module.storage.build_source_location
+}
+
+output "dataflow_kms_key" {
+  description = "Cloud KMS key for --dataflow_kms_key, or null without CMEK; set only once the service agents may use it."
+  value       = module.cmek.kms_key_name
 }
 
 output "network" {
@@ -77,7 +132,7 @@ output "subnetwork" {
 }
 
 output "use_public_ips" {
-  description = "Always false: workers reach Google APIs through Private Google Access (--no_use_public_ips)."
+  description = "Always false: workers have no route but to private.googleapis.com, and launches refuse public IPs (--no_use_public_ips)."
   value       = false
 }
 

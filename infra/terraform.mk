@@ -27,7 +27,7 @@ tf_apply_flags = $(if $(approve),-input=false -auto-approve)
 tf_init = $(TF) -chdir=$(TF_ROOT) init -input=false -reconfigure \
 	-backend-config="bucket=$(TF_STATE_BUCKET)" -backend-config="prefix=$(TF_STATE_PREFIX)"
 
-.PHONY: tools tf-lint tf-env bootstrap-state plan deploy destroy
+.PHONY: tools tf-lint tf-env cli-env bootstrap-state plan deploy destroy
 
 $(TOOLS_STAMP):
 	@test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
@@ -51,14 +51,27 @@ tf-env:
 	@command -v gcloud >/dev/null || { echo "gcloud not found: install the Google Cloud CLI."; exit 1; }
 	@test -n "$(PROJECT_ID)" || { echo "Set PROJECT_ID=... (or run: gcloud config set project ...)."; exit 1; }
 
-bootstrap-state: tf-env ## Create the versioned GCS bucket for Terraform state (idempotent; TF_STATE_BUCKET=PROJECT_ID-tfstate)
-	@if gcloud storage buckets describe gs://$(TF_STATE_BUCKET) --project=$(PROJECT_ID) >/dev/null 2>&1; then \
-	  echo "State bucket gs://$(TF_STATE_BUCKET) exists."; \
+# Bucket names are global: a PROJECT_ID-tfstate bucket may exist in someone else's project.
+# Its owner is checked by project number before and after the settings are re-applied; any
+# gcloud failure stops the target (set -e, pipefail, and the check refuses empty input).
+state_check = $(PYTHON) $(TF_ROOT)/scripts/check_state_bucket.py --project-number "$$number"
+describe_state = gcloud storage buckets describe gs://$(TF_STATE_BUCKET) --project=$(PROJECT_ID) --raw --format=json
+
+cli-env:
+	@test -x "$(MNISTKIT)" || command -v "$(MNISTKIT)" >/dev/null || { echo "$(MNISTKIT) not found: run make setup first (deploy ends with mnistkit config refresh)."; exit 1; }
+
+bootstrap-state: tf-env ## Create or adopt the versioned GCS state bucket after checking this project owns it (TF_STATE_BUCKET=PROJECT_ID-tfstate)
+	@set -euo pipefail; \
+	number=$$(gcloud projects describe $(PROJECT_ID) --format='value(projectNumber)'); \
+	if $(describe_state) >/dev/null 2>&1; then \
+	  echo "State bucket gs://$(TF_STATE_BUCKET) exists; checking that project $(PROJECT_ID) owns it."; \
 	else \
 	  gcloud storage buckets create gs://$(TF_STATE_BUCKET) --project=$(PROJECT_ID) --location=$(REGION) \
 	    --uniform-bucket-level-access --public-access-prevention; \
-	fi
-	gcloud storage buckets update gs://$(TF_STATE_BUCKET) --versioning
+	fi; \
+	$(describe_state) | $(state_check); \
+	gcloud storage buckets update gs://$(TF_STATE_BUCKET) --uniform-bucket-level-access --public-access-prevention --versioning; \
+	$(describe_state) | $(state_check) --hardened
 
 plan: tf-env ## Show what deploy would change (PROJECT_ID=... REGION=...)
 	$(tf_init)
@@ -66,16 +79,19 @@ plan: tf-env ## Show what deploy would change (PROJECT_ID=... REGION=...)
 
 # APIs go first on their own: a plan cannot read the GPU quota (or anything else) through
 # an API that is still off. Enabling APIs is additive, so that step does not ask.
-deploy: tf-env bootstrap-state ## Create or update all GCP resources (PROJECT_ID=... REGION=...; AUTO_APPROVE=1 skips the prompt)
+# The CLI is checked first so that a deploy never ends with resources the config does not know.
+deploy: tf-env cli-env bootstrap-state ## Create or update all GCP resources, then refresh the CLI's config from the outputs (PROJECT_ID=... REGION=...; AUTO_APPROVE=1 skips the prompt)
 	$(tf_init)
 	$(TF) -chdir=$(TF_ROOT) apply -input=false -auto-approve -target=module.services
 	$(TF) -chdir=$(TF_ROOT) apply $(tf_apply_flags)
-	@echo "Outputs for the CLI: terraform -chdir=$(TF_ROOT) output -json"
+	$(MNISTKIT) config refresh
 
 # Destroy reads force_destroy / deletion_protection from state, not config, so
-# FORCE_DESTROY=1 first applies them to the buckets and tables.
+# FORCE_DESTROY=1 first applies them to the buckets and tables. A failing job listing stops it:
+# an unknown answer is not "no jobs".
 destroy: tf-env ## Delete what deploy made; asks unless AUTO_APPROVE=1; keeps non-empty buckets and tables unless FORCE_DESTROY=1
-	@jobs=$$(gcloud dataflow jobs list --project=$(PROJECT_ID) --region=$(REGION) --status=active --format='value(id)' 2>/dev/null); \
+	@jobs=$$(gcloud dataflow jobs list --project=$(PROJECT_ID) --region=$(REGION) --status=active --format='value(id)') || { \
+	  echo "Could not list active Dataflow jobs in $(PROJECT_ID) ($(REGION)); not destroying while that is unknown."; exit 1; }; \
 	if [ -n "$$jobs" ]; then \
 	  echo "Active Dataflow jobs still use the workers' network and account: $$jobs"; \
 	  echo "Cancel them first: gcloud dataflow jobs cancel --region=$(REGION) JOB_ID"; exit 1; \

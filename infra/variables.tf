@@ -40,8 +40,13 @@ variable "worker_image_name" {
 
 variable "worker_image_tag" {
   type        = string
-  default     = "latest"
-  description = "Tag of the worker image the CLI launches with (worker_image output)."
+  default     = "v1"
+  description = "Tag of the worker image the CLI launches with (worker_image output). Tags are immutable: build each new image under a new tag."
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.worker_image_tag)) && var.worker_image_tag != "latest"
+    error_message = "worker_image_tag must be a Docker tag other than latest (the repository's tags are immutable, so latest could never move)."
+  }
 }
 
 variable "worker_account_id" {
@@ -53,13 +58,69 @@ variable "worker_account_id" {
 variable "launcher_members" {
   type        = set(string)
   default     = []
-  description = "Principals that run jobs with the kit, e.g. [\"user:you@example.com\"] (see infra/README.md for what they get)."
+  description = "Principals that run jobs with the kit, e.g. [\"user:you@example.com\"] (infra/README.md lists what they get; not model bucket writes)."
+
+  validation {
+    condition     = alltrue([for m in var.launcher_members : can(regex("^(user|group|serviceAccount|principal|principalSet):", m))])
+    error_message = "launcher_members entries need a type prefix such as user:you@example.com."
+  }
+}
+
+variable "training_account_id" {
+  type        = string
+  default     = "mnistkit-training"
+  description = "account_id of the training service account, the identity that publishes models."
+}
+
+variable "cloudbuild_account_id" {
+  type        = string
+  default     = "mnistkit-cloudbuild"
+  description = "account_id of the service account Cloud Build runs worker image builds as."
+}
+
+variable "model_publisher_members" {
+  type        = set(string)
+  default     = []
+  description = "Principals besides the training service account that may write the model bucket, e.g. [\"group:ml-release@example.com\"]. Running streams serve what they publish."
+
+  validation {
+    condition     = alltrue([for m in var.model_publisher_members : can(regex("^(user|group|serviceAccount|principal|principalSet):", m))])
+    error_message = "model_publisher_members entries need a type prefix such as group:ml-release@example.com."
+  }
+}
+
+variable "image_pusher_members" {
+  type        = set(string)
+  default     = []
+  description = "Principals that push worker images with their own docker (mnistkit image build --backend docker); Cloud Build pushes as cloudbuild_account_id."
+
+  validation {
+    condition     = alltrue([for m in var.image_pusher_members : can(regex("^(user|group|serviceAccount|principal|principalSet):", m))])
+    error_message = "image_pusher_members entries need a type prefix such as user:you@example.com."
+  }
 }
 
 variable "bigquery_direct_read" {
   type        = bool
   default     = true
   description = "Let the pipeline read BigQuery with the Storage Read API (DIRECT_READ): grants the worker SA roles/bigquery.readSessionUser on the project. false: no such grant, and reads use EXPORT (bigquery_read_method output)."
+}
+
+variable "pubsub_topic_name" {
+  type        = string
+  default     = "mnistkit-input"
+  description = "Input topic of streams; its subscription has the same name, the dead-letter topic and subscription add -dead-letter."
+}
+
+variable "pubsub_max_delivery_attempts" {
+  type        = number
+  default     = 10
+  description = "Deliveries of a message no job acknowledges before Pub/Sub moves it to the dead-letter topic (5-100)."
+
+  validation {
+    condition     = var.pubsub_max_delivery_attempts >= 5 && var.pubsub_max_delivery_attempts <= 100 && floor(var.pubsub_max_delivery_attempts) == var.pubsub_max_delivery_attempts
+    error_message = "pubsub_max_delivery_attempts must be a whole number between 5 and 100 (Pub/Sub's limits)."
+  }
 }
 
 variable "network_name" {
@@ -119,7 +180,24 @@ variable "check_gpu_quota" {
 variable "kms_key_name" {
   type        = string
   default     = null
-  description = "Optional Cloud KMS key for CMEK on buckets, dataset and repository; its service agents need encrypt/decrypt on it."
+  description = "Optional Cloud KMS key for CMEK on buckets, dataset, tables, repository, topics and Dataflow jobs (dataflow_kms_key output); the kit grants the service agents encrypt/decrypt on it."
+
+  validation {
+    condition     = var.kms_key_name == null || can(regex("^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$", var.kms_key_name))
+    error_message = "kms_key_name must be a key id: projects/P/locations/L/keyRings/R/cryptoKeys/K."
+  }
+
+  # Regional buckets and Dataflow jobs only take a key from their own region.
+  validation {
+    condition     = var.kms_key_name == null || try(split("/", var.kms_key_name)[3] == var.region, false)
+    error_message = "kms_key_name must be a key in the kit's region (projects/P/locations/REGION/...): regional buckets and Dataflow jobs cannot use a key from another location."
+  }
+}
+
+variable "gcs_data_access_logs" {
+  type        = bool
+  default     = true
+  description = "Turn on Cloud Storage Data Access audit logs in the project (who read or wrote which object); the buckets rely on them instead of usage-log buckets."
 }
 
 variable "force_destroy" {

@@ -23,6 +23,7 @@ from tfhelpers import (
     requires_terraform,
     run_terraform,
     terraform_env,
+    top_level_blocks,
 )
 
 pytestmark = requires_terraform
@@ -42,9 +43,7 @@ def gpu_module(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 
 def test_fmt_is_clean(tmp_path):
-    result = run_terraform(
-        ["fmt", "-check", "-recursive", "-diff", str(INFRA)], INFRA, terraform_env(tmp_path)
-    )
+    result = run_terraform(["fmt", "-check", "-recursive", "-diff", str(INFRA)], INFRA, terraform_env(tmp_path))
     assert result.returncode == 0, f"run `terraform fmt -recursive infra`:\n{result.stdout}{result.stderr}"
 
 
@@ -110,9 +109,7 @@ def test_both_quotas_short_are_both_named(gpu_module, tmp_path):
 
 
 def test_wrong_machine_family_message_explains_the_family(gpu_module, tmp_path):
-    detail = plan_error(
-        gpu_module, tmp_path, region="us-central1", gpu_type="nvidia-l4", machine_type="n1-standard-8"
-    )
+    detail = plan_error(gpu_module, tmp_path, region="us-central1", gpu_type="nvidia-l4", machine_type="n1-standard-8")
     assert "L4 GPUs come only with G2 machine types" in detail
 
 
@@ -141,15 +138,7 @@ def harness(module_dir: Path, dest: Path, with_locals: bool = False) -> Path:
     dest.mkdir()
     shutil.copy(module_dir / "variables.tf", dest)
     if with_locals:
-        text = (module_dir / "main.tf").read_text()
-        blocks = []
-        for match in re.finditer(r"^locals \{$", text, re.M):
-            depth = 0
-            for end in range(match.end() - 1, len(text)):
-                depth += {"{": 1, "}": -1}.get(text[end], 0)
-                if depth == 0:
-                    blocks.append(text[match.start() : end + 1])
-                    break
+        blocks = top_level_blocks((module_dir / "main.tf").read_text(), "locals")
         (dest / "locals.tf").write_text("\n\n".join(blocks) + "\n")
     return dest
 
@@ -184,15 +173,24 @@ REQUIRED_VARS = {
     "bigquery": ["-var=project_id=demo-proj", "-var=location=us-central1"],
     "iam": [
         "-var=project_id=demo-proj",
-        '-var=object_admin_buckets={data = "b"}',
-        '-var=object_viewer_buckets={models = "m"}',
+        '-var=buckets={models = "m", data = "d", dataflow = "f"}',
+        '-var=prefixes={outputs = "outputs/", temp = "tmp/", build_source = "cloudbuild/"}',
         "-var=dataset_id=mnist",
-        "-var=artifact_registry_location=us-central1",
-        "-var=artifact_registry_repository=mnistkit",
+        '-var=tables={input = "i", input_bytes = "ib", predictions = "p", stream_predictions = "sp"}',
+        '-var=artifact_registry={location = "us-central1", repository = "mnistkit"}',
+        '-var=pubsub={input_topic = "t", input_subscription = "s",'
+        ' dead_letter_topic = "dt", dead_letter_subscription = "ds"}',
         '-var=launcher_members=["user:you@example.com"]',
+        '-var=model_publisher_members=["group:ml-release@example.com"]',
     ],
+    "pubsub": ["-var=project_id=demo-proj"],
+    "cmek": ["-var=project_id=demo-proj"],
     "artifact_registry": ["-var=project_id=demo-proj", "-var=location=us-central1"],
-    "network": ["-var=project_id=demo-proj", "-var=region=us-central1"],
+    "network": [
+        "-var=project_id=demo-proj",
+        "-var=region=us-central1",
+        "-var=worker_service_account=mnistkit-worker@demo-proj.iam.gserviceaccount.com",
+    ],
     "root": ["-var=project_id=demo-proj", f"-var-file={INFRA / 'terraform.tfvars.example'}"],
 }
 
@@ -213,6 +211,12 @@ def test_defaults_and_realistic_values_pass_validation(module, tmp_path):
         ("iam", '-var=launcher_members=["you@example.com"]'),
         ("network", "-var=subnet_cidr=10.10.0.0"),
         ("artifact_registry", "-var=repository_id=Repo"),
+        ("root", "-var=worker_image_tag=latest"),
+        ("root", "-var=kms_key_name=projects/p/locations/europe-west4/keyRings/r/cryptoKeys/k"),
+        ("iam", '-var=prefixes={outputs = "", temp = "tmp/", build_source = "cloudbuild/"}'),
+        ("pubsub", "-var=max_delivery_attempts=4"),
+        ("network", "-var=worker_service_account=someone@example.com"),
+        ("cmek", "-var=kms_key_name=not-a-key"),
     ],
 )
 def test_validation_rejects_bad_values(module, bad, tmp_path):
@@ -221,15 +225,44 @@ def test_validation_rejects_bad_values(module, bad, tmp_path):
     assert "Error: Invalid value for variable" in result.stderr, result.stdout + result.stderr
 
 
+TFTEST = Path(__file__).parent / "tftest"
+
+
+@pytest.mark.parametrize("module", sorted(p.name.removesuffix(".tftest.hcl") for p in TFTEST.glob("*.tftest.hcl")))
+def test_variable_validation_with_terraform_test(module, tmp_path):
+    """`terraform test` on a module's variables alone: the google-backed modules cannot be
+    planned offline, their variables can."""
+    workdir = harness(INFRA if module == "root" else MODULES / module, tmp_path / module)
+    (workdir / "tests").mkdir()
+    shutil.copy(TFTEST / f"{module}.tftest.hcl", workdir / "tests")
+    env = terraform_env(tmp_path / "data")
+    init = run_terraform(["init", "-backend=false", "-input=false"], workdir, env)
+    assert init.returncode == 0, init.stdout + init.stderr
+    result = run_terraform(["test"], workdir, env)
+    output = result.stdout + result.stderr
+    runs = len(re.findall(r'^run "', (TFTEST / f"{module}.tftest.hcl").read_text(), re.M))
+    assert result.returncode == 0 and f"Success! {runs} passed, 0 failed." in output, output
+
+
+def test_every_module_with_new_validations_has_a_terraform_test():
+    assert {p.name.removesuffix(".tftest.hcl") for p in TFTEST.glob("*.tftest.hcl")} >= {
+        "root",
+        "iam",
+        "pubsub",
+        "network",
+        "cmek",
+        "bigquery",
+    }
+
+
 def test_bigquery_schemas_match_the_pipeline_rows(tmp_path):
     workdir = harness(MODULES / "bigquery", tmp_path / "bigquery", with_locals=True)
-    tables = console_json(
-        workdir, terraform_env(tmp_path / "data"), "local.tables", *REQUIRED_VARS["bigquery"]
-    )
+    tables = console_json(workdir, terraform_env(tmp_path / "data"), "local.tables", *REQUIRED_VARS["bigquery"])
     assert {k: t["id"] for k, t in tables.items()} == {
         "input": "images",
         "input_bytes": "images_bytes",
         "predictions": "predictions",
+        "stream_predictions": "stream_predictions",
     }
     columns = {k: [(c["name"], c["type"], c["mode"]) for c in t["schema"]] for k, t in tables.items()}
     assert columns["input"] == [("key", "INTEGER", "REQUIRED"), ("image", "STRING", "REQUIRED")]
@@ -240,6 +273,18 @@ def test_bigquery_schemas_match_the_pipeline_rows(tmp_path):
         ("confidence", "FLOAT", "REQUIRED"),
     ]
     assert columns["predictions"][3:] == [(f"pred{d}", "FLOAT", "NULLABLE") for d in range(10)]
+    # pipeline/stream_io.py STREAM_PREDICTIONS_SCHEMA: the predictions columns, then the timing
+    # columns every streamed row carries (pipeline/stream_rows.py output_rows), same order and modes.
+    assert columns["stream_predictions"] == columns["predictions"] + [
+        ("event_time", "TIMESTAMP", "NULLABLE"),
+        ("prediction_time", "TIMESTAMP", "NULLABLE"),
+        ("latency_ms", "FLOAT", "NULLABLE"),
+        ("model_version", "STRING", "NULLABLE"),
+    ]
+    assert tables["stream_predictions"]["partitioning"] == "prediction_time"
+    assert {k: t["partitioning"] for k, t in tables.items() if k != "stream_predictions"} == dict.fromkeys(
+        ["input", "input_bytes", "predictions"]
+    )
     assert all(c["description"] for t in tables.values() for c in t["schema"])
 
 

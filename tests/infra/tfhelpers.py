@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +18,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 MODULES = INFRA / "modules"
-MODULE_NAMES = ["services", "storage", "bigquery", "iam", "artifact_registry", "network", "gpu_placement"]
+MODULE_NAMES = [
+    "services",
+    "cmek",
+    "storage",
+    "bigquery",
+    "pubsub",
+    "iam",
+    "artifact_registry",
+    "network",
+    "gpu_placement",
+]
 TERRAFORM = shutil.which("terraform")
 
 requires_terraform = pytest.mark.skipif(TERRAFORM is None, reason="terraform is not on PATH")
@@ -40,9 +51,7 @@ def load_hcl(path: Path) -> dict:
         options = getattr(hcl2, "SerializationOptions", None)
         if options is None:
             return _unwrap(hcl2.load(fh))
-        return _unwrap(
-            hcl2.load(fh, serialization_options=options(with_comments=False, strip_string_quotes=True))
-        )
+        return _unwrap(hcl2.load(fh, serialization_options=options(with_comments=False, strip_string_quotes=True)))
 
 
 @functools.cache
@@ -93,3 +102,26 @@ def copy_module(source: Path, target: Path) -> Path:
     """Work on a copy so terraform never writes lock files or state into the repo."""
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*"))
     return target
+
+
+def top_level_blocks(text: str, header: str) -> list[str]:
+    """The source of every top-level block whose first line is exactly `header {` (e.g.
+    `locals`, `module "iam"`), braces matched, in file order."""
+    blocks = []
+    for match in re.finditer(rf"^{re.escape(header)} \{{$", text, re.M):
+        depth = 0
+        for end in range(match.end() - 1, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            if depth == 0:
+                blocks.append(text[match.start() : end + 1])
+                break
+    return blocks
+
+
+def variables_only_locals(module_dir: Path) -> str:
+    """The locals block of a module's main.tf that defines `project_roles` or `prefixes` and, by
+    the module's own promise, depends on variables only (so terraform can evaluate it offline)."""
+    for block in top_level_blocks((module_dir / "main.tf").read_text(), "locals"):
+        if re.search(r"^  (project_roles|prefixes) = ", block, re.M):
+            return block
+    raise AssertionError(f"{module_dir}/main.tf has no variables-only locals block")

@@ -7,34 +7,54 @@ locals {
     input_bytes = { id = var.input_bytes_table_id, type = "BYTES", layout = "784 uint8 pixels, row-major 28x28" }
   }
 
+  prediction_columns = concat(
+    [
+      merge(local.key_column, { description = "Key of the input row." }),
+      { name = "class", type = "INTEGER", mode = "REQUIRED", description = "Predicted digit (argmax)." },
+      { name = "confidence", type = "FLOAT", mode = "REQUIRED", description = "Softmax probability of the predicted class." },
+    ],
+    [for d in range(10) : { name = "pred${d}", type = "FLOAT", mode = "NULLABLE", description = "Softmax probability of digit ${d}." }],
+  )
+
+  # Same order and modes as the rows `mnistkit stream` writes (pipeline/stream_io.py): streaming
+  # inserts into a table whose columns differ fail row by row.
+  stream_columns = [
+    { name = "event_time", type = "TIMESTAMP", mode = "NULLABLE", description = "Event time the stream gave the row (its source's timestamp)." },
+    { name = "prediction_time", type = "TIMESTAMP", mode = "NULLABLE", description = "When the micro-batch holding the row was scored." },
+    { name = "latency_ms", type = "FLOAT", mode = "NULLABLE", description = "prediction_time - event_time in milliseconds." },
+    { name = "model_version", type = "STRING", mode = "NULLABLE", description = "Model version directory that scored the row." },
+  ]
+
   # Table ids are variables; the keys stay fixed so outputs and addresses do not move.
   tables = merge(
     {
       for k, t in local.image_tables : k => {
-        id          = t.id
-        description = "MNIST images to predict: key, then ${t.layout}."
-        schema      = [local.key_column, { name = "image", type = t.type, mode = "REQUIRED", description = t.layout }]
+        id           = t.id
+        description  = "MNIST images to predict: key, then ${t.layout}."
+        schema       = [local.key_column, { name = "image", type = t.type, mode = "REQUIRED", description = t.layout }]
+        partitioning = null
       }
     },
     {
       predictions = {
-        id          = var.predictions_table_id
-        description = "One row per predicted image."
-        schema = concat(
-          [
-            merge(local.key_column, { description = "Key of the input row." }),
-            { name = "class", type = "INTEGER", mode = "REQUIRED", description = "Predicted digit (argmax)." },
-            { name = "confidence", type = "FLOAT", mode = "REQUIRED", description = "Softmax probability of the predicted class." },
-          ],
-          [for d in range(10) : { name = "pred${d}", type = "FLOAT", mode = "NULLABLE", description = "Softmax probability of digit ${d}." }],
-        )
+        id           = var.predictions_table_id
+        description  = "One row per predicted image."
+        schema       = local.prediction_columns
+        partitioning = null
+      }
+      # A stream never ends: day partitions on prediction_time keep queries and expiry cheap.
+      stream_predictions = {
+        id           = var.stream_predictions_table_id
+        description  = "One row per image predicted by a stream, with its timing and model version."
+        schema       = concat(local.prediction_columns, local.stream_columns)
+        partitioning = "prediction_time"
       }
     },
   )
 }
 
-# Access is granted with dataset IAM members (iam module), never `access` blocks here:
-# the two fight over the same policy.
+# Access is granted per table (iam module), never dataset-wide and never with `access` blocks
+# here: those are authoritative and would fight the table grants.
 resource "google_bigquery_dataset" "this" {
   #checkov:skip=CKV_GCP_81:CMEK is opt-in through var.kms_key_name; the default is Google-managed encryption.
   project                    = var.project_id
@@ -64,6 +84,14 @@ resource "google_bigquery_table" "this" {
   schema              = jsonencode(each.value.schema)
   labels              = var.labels
   deletion_protection = var.deletion_protection
+
+  dynamic "time_partitioning" {
+    for_each = each.value.partitioning == null ? [] : [each.value.partitioning]
+    content {
+      type  = "DAY"
+      field = time_partitioning.value
+    }
+  }
 
   dynamic "encryption_configuration" {
     for_each = var.kms_key_name == null ? [] : [var.kms_key_name]

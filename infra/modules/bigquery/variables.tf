@@ -37,6 +37,17 @@ variable "predictions_table_id" {
   description = "Output table: key, class, confidence, pred0..pred9."
 }
 
+variable "stream_predictions_table_id" {
+  type        = string
+  default     = "stream_predictions"
+  description = "Output table of streams: the predictions columns plus event_time, prediction_time, latency_ms, model_version."
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_]+$", var.stream_predictions_table_id)) && length(var.stream_predictions_table_id) <= 1024
+    error_message = "stream_predictions_table_id may only hold letters, digits and underscores."
+  }
+}
+
 variable "kms_key_name" {
   type        = string
   default     = null

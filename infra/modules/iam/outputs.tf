@@ -5,5 +5,20 @@ output "worker_service_account" {
 
 output "worker_member" {
   description = "The worker as an IAM member string (serviceAccount:...)."
-  value       = local.worker
+  value       = local.members.worker
+}
+
+output "training_service_account" {
+  description = "Email of the training service account, the model publisher."
+  value       = google_service_account.training.email
+}
+
+output "cloudbuild_service_account" {
+  description = "Email of the service account Cloud Build runs image builds as."
+  value       = google_service_account.cloudbuild.email
+}
+
+output "access" {
+  description = "Every grant by identity: \"scope:resource role[ if prefix]\" strings (service accounts by key, people by member)."
+  value       = local.access
 }

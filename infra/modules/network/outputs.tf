@@ -13,7 +13,7 @@ output "subnetwork" {
   value       = google_compute_subnetwork.workers.self_link
 }
 
-output "worker_tag" {
-  description = "Network tag the firewall rule expects on workers."
-  value       = var.worker_tag
+output "google_api_range" {
+  description = "The private.googleapis.com range (199.36.153.8/30) workers reach Google APIs through on 443."
+  value       = local.google_api_range
 }

@@ -11,7 +11,7 @@ variable "region" {
 variable "network_name" {
   type        = string
   default     = "mnistkit"
-  description = "Name of the VPC; the subnet and firewall rule are named after it."
+  description = "Name of the VPC; the subnet, route, DNS zones and firewall rules are named after it."
 }
 
 variable "subnet_cidr" {
@@ -25,10 +25,14 @@ variable "subnet_cidr" {
   }
 }
 
-variable "worker_tag" {
+variable "worker_service_account" {
   type        = string
-  default     = "dataflow"
-  description = "Network tag Dataflow puts on worker VMs; the shuffle firewall rule matches it."
+  description = "Email of the worker service account: the allow rules match instances running as it, not network tags anyone can set."
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9.-]+\\.iam\\.gserviceaccount\\.com$", var.worker_service_account))
+    error_message = "worker_service_account must be a service account email (NAME@PROJECT.iam.gserviceaccount.com)."
+  }
 }
 
 variable "flow_log_sampling" {

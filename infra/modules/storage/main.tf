@@ -1,16 +1,27 @@
 locals {
+  # Object layout shared with the iam module, whose IAM Conditions narrow writes to these
+  # prefixes: the worker writes only outputs/ (data) and tmp/ (dataflow); launchers upload
+  # inputs/, staging/ and the Cloud Build contexts under cloudbuild/.
+  prefixes = {
+    inputs       = "inputs/"
+    outputs      = "outputs/"
+    temp         = "tmp/"
+    staging      = "staging/"
+    build_source = "cloudbuild/"
+  }
+
   # Dataflow only needs temp/ and staging/ for the life of a job, so that bucket keeps old
   # versions for a day and has no soft delete (Beam warns about soft delete on temp buckets:
   # every temp file would be billed for another week). Models and data are worth keeping.
   buckets = {
     models   = { noncurrent_days = var.noncurrent_retention_days, soft_delete_seconds = 604800, scratch_prefixes = [] }
     data     = { noncurrent_days = var.noncurrent_retention_days, soft_delete_seconds = 604800, scratch_prefixes = [] }
-    dataflow = { noncurrent_days = 1, soft_delete_seconds = 0, scratch_prefixes = ["tmp/", "staging/"] }
+    dataflow = { noncurrent_days = 1, soft_delete_seconds = 0, scratch_prefixes = [local.prefixes.temp, local.prefixes.staging, local.prefixes.build_source] }
   }
 }
 
 resource "google_storage_bucket" "this" {
-  #checkov:skip=CKV_GCP_62:Access logging to a second bucket is not worth it for a batch kit; Cloud Audit Logs (data access) cover who read what.
+  #checkov:skip=CKV_GCP_62:Usage logs would need a second log bucket; the services module turns on Data Access audit logs for Cloud Storage instead (gcs_data_access_logs, default true), which record who read or wrote each object.
   for_each = local.buckets
 
   project                     = var.project_id
