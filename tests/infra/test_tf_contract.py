@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from tfhelpers import (
+    IAM_VARS,
     INFRA,
     MODULE_NAMES,
     MODULES,
@@ -208,18 +209,6 @@ def test_worker_project_roles_are_exactly_base_plus_read_session_user_by_flag(ro
     assert not [r for r in project_level if PRIMITIVE_ROLE.search(r)], project_level
     reads = root["output"]["bigquery_read_method"]["value"]
     assert reads == '${var.bigquery_direct_read ? "DIRECT_READ" : "EXPORT"}', reads
-
-
-IAM_VARS = [
-    "-var=project_id=demo-proj",
-    '-var=buckets={models = "m", data = "d", dataflow = "f"}',
-    '-var=prefixes={outputs = "outputs/", temp = "tmp/", build_source = "cloudbuild/"}',
-    "-var=dataset_id=mnist",
-    '-var=tables={input = "i", input_bytes = "ib", predictions = "p", stream_predictions = "sp"}',
-    '-var=artifact_registry={location = "us-central1", repository = "mnistkit"}',
-    '-var=pubsub={input_topic = "t", input_subscription = "s",'
-    ' dead_letter_topic = "dt", dead_letter_subscription = "ds"}',
-]
 
 
 @requires_terraform
@@ -642,10 +631,10 @@ def test_gcs_data_access_logs_back_the_bucket_logging_skip(root, modules):
 
 
 def test_worker_image_base_is_pinned_by_digest_and_built_as_the_builder():
-    dockerfile = (REPO_ROOT / "pipeline" / "worker" / "Dockerfile").read_text()
+    dockerfile = (REPO_ROOT / "pipeline" / "cloud" / "worker" / "Dockerfile").read_text()
     (base,) = re.findall(r"^FROM (\S+)", dockerfile, re.M)
     assert base.endswith("@${BEAM_BASE_DIGEST}"), base
-    recipe = (REPO_ROOT / "pipeline" / "worker" / "cloudbuild.yaml").read_text()
+    recipe = (REPO_ROOT / "pipeline" / "cloud" / "worker" / "cloudbuild.yaml").read_text()
     assert "--build-arg=BEAM_BASE_DIGEST=${_BEAM_BASE_DIGEST}" in recipe
     assert re.search(
         r"^serviceAccount: projects/\$\{PROJECT_ID\}/serviceAccounts/\$\{_SERVICE_ACCOUNT\}$", recipe, re.M

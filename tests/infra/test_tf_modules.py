@@ -14,6 +14,7 @@ import hcl2
 import pytest
 from pytest_terraform import terraform
 from tfhelpers import (
+    IAM_VARS,
     INFRA,
     MODULES,
     TERRAFORM,
@@ -172,14 +173,7 @@ REQUIRED_VARS = {
     ],
     "bigquery": ["-var=project_id=demo-proj", "-var=location=us-central1"],
     "iam": [
-        "-var=project_id=demo-proj",
-        '-var=buckets={models = "m", data = "d", dataflow = "f"}',
-        '-var=prefixes={outputs = "outputs/", temp = "tmp/", build_source = "cloudbuild/"}',
-        "-var=dataset_id=mnist",
-        '-var=tables={input = "i", input_bytes = "ib", predictions = "p", stream_predictions = "sp"}',
-        '-var=artifact_registry={location = "us-central1", repository = "mnistkit"}',
-        '-var=pubsub={input_topic = "t", input_subscription = "s",'
-        ' dead_letter_topic = "dt", dead_letter_subscription = "ds"}',
+        *IAM_VARS,
         '-var=launcher_members=["user:you@example.com"]',
         '-var=model_publisher_members=["group:ml-release@example.com"]',
     ],

@@ -125,3 +125,16 @@ def variables_only_locals(module_dir: Path) -> str:
         if re.search(r"^  (project_roles|prefixes) = ", block, re.M):
             return block
     raise AssertionError(f"{module_dir}/main.tf has no variables-only locals block")
+
+
+# The iam module's required variables, with stand-in names (the module only wires them into grants).
+IAM_VARS = [
+    "-var=project_id=demo-proj",
+    '-var=buckets={models = "m", data = "d", dataflow = "f"}',
+    '-var=prefixes={outputs = "outputs/", temp = "tmp/", build_source = "cloudbuild/"}',
+    "-var=dataset_id=mnist",
+    '-var=tables={input = "i", input_bytes = "ib", predictions = "p", stream_predictions = "sp"}',
+    '-var=artifact_registry={location = "us-central1", repository = "mnistkit"}',
+    '-var=pubsub={input_topic = "t", input_subscription = "s",'
+    ' dead_letter_topic = "dt", dead_letter_subscription = "ds"}',
+]
