@@ -1,7 +1,8 @@
-"""The composable steps of every prediction pipeline: read → parse → infer → format → write.
+"""The Beam steps the batch pipeline is composed of: read files → parse → infer → format.
 
-Batch (files), BigQuery and streaming pipelines differ only in their source and sinks; they all
-feed RawBatches (or ParsedBatches) into these transforms and count rows through accounting.py.
+A file or BigQuery source feeds RawBatches into ParseRecords and Predict; the streaming pipeline
+uses the same readers (io/files.py) and parsers (io/parsing.py) on its micro-batches. Every step
+counts rows through accounting.py and sends what it rejects to its DEAD_LETTERS output.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Row i is due `i / rate` seconds after the start and is sent no earlier. Rows that fall due
 together leave together: one Pub/Sub publish burst, or one file (so a folder gets at most
-`1 / min_file_seconds` files a second, whatever the rate). A file is written under a hidden name
+`1 / min_send_seconds` files a second, whatever the rate). A file is written under a hidden name
 and renamed into place, so a watcher never reads half of it, and its last-modified time, the
 event time the stream reads, is the moment its rows arrived.
 """
