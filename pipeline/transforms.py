@@ -94,21 +94,16 @@ def _split_failures(result: PredictionBatch) -> Iterator[PredictionBatch | beam.
 
 
 class Predict(beam.PTransform):
-    """ParsedBatches → PredictionBatches (main) and DeadLetters of rows the model failed on.
+    """ParsedBatches → PredictionBatches (main) and DeadLetters of rows the model failed on."""
 
-    `model_metadata` (a singleton PCollection of ModelMetadata, e.g. from WatchFilePattern) swaps
-    the model while the pipeline runs.
-    """
-
-    def __init__(self, handler: SavedModelHandler, model_metadata: beam.PCollection | None = None) -> None:
+    def __init__(self, handler: SavedModelHandler) -> None:
         super().__init__()
         self._handler = handler
-        self._model_metadata = model_metadata
 
     def expand(self, parsed: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return (
             parsed
-            | "RunInference" >> RunInference(self._handler, model_metadata_pcoll=self._model_metadata)
+            | "RunInference" >> RunInference(self._handler)
             | "SplitFailures" >> beam.FlatMap(_split_failures).with_outputs(DEAD_LETTERS, main="main")
         )
 
