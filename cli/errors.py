@@ -24,6 +24,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
     from mnistkit.pipeline.batch import OutputExistsError
     from mnistkit.pipeline.cloud.config import ConfigError
     from mnistkit.pipeline.cloud.doctor import QuotaError
+    from mnistkit.pipeline.cloud.vertex import VertexError
     from mnistkit.pipeline.inference.remote import EndpointError
     from mnistkit.pipeline.inference.savedmodel import ModelError
     from mnistkit.pipeline.io.bigquery import BigQueryError
@@ -43,6 +44,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
         StreamInputError,
         ConfigError,
         QuotaError,
+        VertexError,
         FileNotFoundError,
     )
 

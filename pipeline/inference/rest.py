@@ -1,6 +1,7 @@
 """The REST prediction protocol of Vertex AI and TensorFlow Serving, as the kit speaks it.
 
     request   {"instances": [{"key": 7, "image": [784 numbers in 0..1]}, [784 numbers], ...]}
+              (an `image` may also be the text format's "v1,...,v784", as the kit's BigQuery tables hold it)
     response  {"predictions": [{"key": 7, "class": 3, "probabilities": [10 numbers]}, ...]}
 
 Both ends live here, so `mnistkit serve` (the server) and the remote model handler (the client)
@@ -62,6 +63,8 @@ def parse_instances(body: bytes) -> tuple[np.ndarray, np.ndarray]:
                 raise ProtocolError(f"instance {i}: `key` must be an integer (int64)")
         else:
             key, image = i, instance
+        if isinstance(image, str):  # the text format's `v1,...,v784`, as a BigQuery STRING column holds it
+            image = _text_pixels(i, image)
         if not isinstance(image, list) or len(image) != NUM_PIXELS:
             found = f"{len(image)} values" if isinstance(image, list) else "no list of pixels"
             raise ProtocolError(f"instance {i}: {found}, expected an `image` of {NUM_PIXELS} numbers")
@@ -85,6 +88,13 @@ def parse_instances(body: bytes) -> tuple[np.ndarray, np.ndarray]:
         if not all(type(v) is float or type(v) is int for v in image):
             raise ProtocolError(f"instance {i}: every pixel must be a number")
     return keys, pixels
+
+
+def _text_pixels(i: int, text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise ProtocolError(f"instance {i}: `image` text must be {NUM_PIXELS} comma-separated numbers") from exc
 
 
 def encode_predictions(keys: np.ndarray, probabilities: np.ndarray, classes: np.ndarray, **extra: Any) -> bytes:

@@ -34,6 +34,15 @@ def test_client_encoding_round_trips_through_the_server_parser():
     np.testing.assert_array_equal(got_images, images)  # %.9g keeps float32 exact
 
 
+def test_text_images_as_bigquery_holds_them():
+    keys, images = parse_instances(json.dumps({"instances": [{"key": 4, "image": ",".join(["0.5"] * 784)}]}).encode())
+    assert keys.tolist() == [4] and (images == 0.5).all()
+    with pytest.raises(ProtocolError, match="instance 0: `image` text must be 784 comma-separated numbers"):
+        parse_instances(json.dumps({"instances": [{"key": 4, "image": "0.5,x"}]}).encode())
+    with pytest.raises(ProtocolError, match="instance 0: 2 values"):
+        parse_instances(json.dumps({"instances": [{"key": 4, "image": "0.5,1"}]}).encode())
+
+
 def test_bare_lists_are_keyed_by_their_index():
     keys, images = parse_instances(json.dumps({"instances": [_image(), [0] * 784]}).encode())
     assert keys.tolist() == [0, 1] and images.shape == (2, 784) and images[1].max() == 0
