@@ -24,6 +24,8 @@ def user_error_types() -> tuple[type[Exception], ...]:
     from mnistkit.pipeline.batch import OutputExistsError
     from mnistkit.pipeline.cloud.config import ConfigError
     from mnistkit.pipeline.cloud.doctor import QuotaError
+    from mnistkit.pipeline.cloud.vertex import VertexError
+    from mnistkit.pipeline.inference.remote import EndpointError
     from mnistkit.pipeline.inference.savedmodel import ModelError
     from mnistkit.pipeline.io.bigquery import BigQueryError
     from mnistkit.pipeline.io.files import InputError
@@ -36,11 +38,13 @@ def user_error_types() -> tuple[type[Exception], ...]:
         InputError,
         FormatError,
         ModelError,
+        EndpointError,
         OutputExistsError,
         BigQueryError,
         StreamInputError,
         ConfigError,
         QuotaError,
+        VertexError,
         FileNotFoundError,
     )
 

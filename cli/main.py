@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "mnistkit.cli.predict_cmds",
     "mnistkit.cli.cloud_cmds",
     "mnistkit.cli.stream_cmds",
+    "mnistkit.cli.serve_cmds",
 ]
 
 

@@ -27,7 +27,9 @@ __all__ = [
     "dataflow_options",
     "dataflow_runner",
     "dataset_option",
+    "endpoint_option",
     "env_epilog",
+    "model_or_endpoint",
     "progress_option",
     "refuse_dataflow_options",
     "resolve_config",
@@ -78,6 +80,23 @@ bigquery_write_option = click.option(
     default="append",
     help="A bq:// --output: add the rows to the table, or replace its rows (needs a gs:// temp_location).",
 )
+
+endpoint_option = click.option(
+    "--endpoint",
+    metavar="URL|vertex://…",
+    show_envvar=True,
+    help="Call an online endpoint instead of loading --model: a `mnistkit serve` URL (http://HOST:PORT) or "
+    "vertex://projects/P/locations/L/endpoints/E. --max-batch rows go per request (1: a request per row); "
+    "rows of requests that fail for good are dead-lettered with the HTTP status.",
+)
+
+
+def model_or_endpoint(model: str | None, endpoint: str | None) -> str:
+    """The URI a pipeline scores with: exactly one of --model and --endpoint."""
+    if bool(model) == bool(endpoint):
+        raise click.UsageError("give either --model or --endpoint")
+    return model or endpoint
+
 
 progress_option = click.option(
     "--progress/--no-progress", default=None, help="Show live progress (default: on a terminal)."

@@ -15,7 +15,16 @@ if TYPE_CHECKING:
     from mnistkit.pipeline.accounting import ProgressSnapshot, Summary
     from mnistkit.pipeline.cloud.launch import JobStatus, Launch
 
-__all__ = ["echo_job_status", "echo_launch", "echo_outputs", "echo_summary", "format_progress", "live_progress"]
+__all__ = [
+    "echo_job_status",
+    "echo_launch",
+    "echo_outputs",
+    "echo_predictions",
+    "echo_request",
+    "echo_summary",
+    "format_progress",
+    "live_progress",
+]
 
 
 def _rejected(rejected: Mapping[str, int]) -> str:
@@ -56,6 +65,30 @@ def echo_job_status(status: JobStatus) -> None:
         f"[{status.elapsed_s:6.0f} s] {status.state}: read {counters.get(ROWS_READ, 0):,}, "
         f"predicted {counters.get(ROWS_PREDICTED, 0):,}, rejected {sum(rejected.values()):,}"
     )
+
+
+def echo_request(method: str, url: str, body: object) -> None:
+    """A request a --dry-run would have sent: `POST URL` and its JSON body, long pixel lists elided."""
+    import json
+
+    def shorten(node: object) -> object:
+        if isinstance(node, list) and len(node) > 8 and all(isinstance(v, int | float) for v in node):
+            return [*node[:3], f"... {len(node)} values"]
+        if isinstance(node, list):
+            return [shorten(v) for v in node]
+        if isinstance(node, dict):
+            return {k: shorten(v) for k, v in node.items()}
+        return node
+
+    click.echo(f"{method} {url}")
+    if body is not None:
+        click.echo(json.dumps(shorten(body), indent=2))
+
+
+def echo_predictions(keys: object, probabilities: object, classes: object) -> None:
+    """One `key K: class C (P %)` line per row."""
+    for key, probs, cls in zip(keys, probabilities, classes, strict=True):
+        click.echo(f"key {key}: class {cls} ({100 * probs[cls]:.1f} %)")
 
 
 def _duration(seconds: float) -> str:

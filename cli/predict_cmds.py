@@ -10,7 +10,9 @@ from mnistkit.cli.errors import user_errors
 from mnistkit.cli.options import (
     bigquery_write_option,
     dataflow_options,
+    endpoint_option,
     env_epilog,
+    model_or_endpoint,
     progress_option,
     runner_option,
     show_progress,
@@ -44,12 +46,12 @@ _predict_cloud_options = stack(
 @click.command(context_settings={"show_default": True}, epilog=_ENV)
 @click.option(
     "--model",
-    required=True,
     metavar="URI",
     show_envvar=True,
     help="Exported model: an export dir (its newest numeric version is served) or one version dir; "
     "a local path or gs://.",
 )
+@endpoint_option
 @click.option(
     "--input",
     "input_uri",
@@ -119,7 +121,8 @@ _predict_cloud_options = stack(
 @_predict_cloud_options
 @user_errors
 def predict(
-    model: str,
+    model: str | None,
+    endpoint: str | None,
     input_uri: str,
     output: str,
     fmt: str | None,
@@ -150,7 +153,7 @@ def predict(
     if min_batch is not None and min_batch > max_batch:
         raise click.BadParameter(f"--min-batch {min_batch} exceeds --max-batch {max_batch}", param_hint="--min-batch")
     config = PredictConfig(
-        model=model,
+        model=model_or_endpoint(model, endpoint),
         input=input_uri,
         output=output,
         format=fmt,

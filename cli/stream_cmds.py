@@ -13,7 +13,9 @@ from mnistkit.cli.options import (
     dataflow_options,
     dataflow_runner,
     dataset_option,
+    endpoint_option,
     env_epilog,
+    model_or_endpoint,
     refuse_dataflow_options,
     runner_option,
 )
@@ -27,12 +29,12 @@ _ENV = env_epilog("MNISTKIT_STREAM_MAX_BATCH=10")
 @click.command(context_settings={"show_default": True}, epilog=_ENV)
 @click.option(
     "--model",
-    required=True,
     metavar="URI",
     show_envvar=True,
     help="Export dir (local or gs://): its newest version is served, and a newer export is picked up "
     "while the stream runs. A version dir pins that version.",
 )
+@endpoint_option
 @click.option(
     "--input",
     "input_uri",
@@ -104,7 +106,8 @@ _ENV = env_epilog("MNISTKIT_STREAM_MAX_BATCH=10")
 @dataflow_options("mnistkit-stream")
 @user_errors
 def stream(
-    model: str,
+    model: str | None,
+    endpoint: str | None,
     input_uri: str,
     output: str,
     errors_output: str | None,
@@ -132,7 +135,7 @@ def stream(
     from mnistkit.pipeline.streaming.pipeline import StreamConfig, run_stream
 
     config = StreamConfig(
-        model=model,
+        model=model_or_endpoint(model, endpoint),
         input=input_uri,
         output=output,
         max_batch=max_batch,

@@ -19,14 +19,15 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 from apache_beam.runners.runner import PipelineResult
 
 from mnistkit.pipeline import accounting
 from mnistkit.pipeline.accounting import Summary, query_counters
 from mnistkit.pipeline.choices import FORMATS
-from mnistkit.pipeline.inference.handler import SavedModelHandler
-from mnistkit.pipeline.inference.savedmodel import ModelInfo, validate_model
+from mnistkit.pipeline.inference.factory import batch_handler
+from mnistkit.pipeline.inference.savedmodel import ModelInfo
 from mnistkit.pipeline.io import bigquery
 from mnistkit.pipeline.io.files import match_files
 from mnistkit.pipeline.io.formats import FormatError, detect_format
@@ -67,6 +68,7 @@ class OutputExistsError(Exception):
 class PredictConfig:
     """Everything one batch prediction run needs; see `mnistkit predict --help`."""
 
+    # An export dir or version dir; or an endpoint (http(s)://…, vertex://…) the pipeline calls.
     model: str
     input: str
     output: str
@@ -105,7 +107,7 @@ class PredictConfig:
         return f"{self.report_prefix}-summary.json"
 
 
-def build_pipeline(pipeline: beam.Pipeline, config: PredictConfig, fmt: str, handler: SavedModelHandler) -> None:
+def build_pipeline(pipeline: beam.Pipeline, config: PredictConfig, fmt: str, handler: ModelHandler) -> None:
     """Add the read → parse → predict → write steps of `config` to `pipeline`."""
     desired_splits = _SPLITS_PER_WORKER * config.runner.worker_count
     if bigquery.is_bigquery(config.input):
@@ -189,15 +191,14 @@ def start_predict(config: PredictConfig) -> StartedRun:
         accounting.start_progress(sum(size for _, size in match_files(config.input)))
     if fmt not in FORMATS:
         raise FormatError(f"predict reads {', '.join(FORMATS)}; convert {fmt} inputs first (mnistkit convert).")
-    model = validate_model(config.model)
-    _clear_outputs(config)
-    handler = SavedModelHandler(
-        model.uri,
-        min_batch_size=config.min_batch or config.max_batch,
-        max_batch_size=config.max_batch,
+    model, handler = batch_handler(
+        config.model,
+        min_batch=config.min_batch or config.max_batch,
+        max_batch=config.max_batch,
         intra_op_threads=config.runner.tf_intra_op_threads,
         inter_op_threads=config.runner.tf_inter_op_threads,
     )
+    _clear_outputs(config)
     pipeline = beam.Pipeline(options=config.runner.pipeline_options())
     build_pipeline(pipeline, config, fmt, handler)
     return StartedRun(config, pipeline.run(), model, fmt, started)

@@ -20,7 +20,7 @@ LAYERS = [
                    "mnistkit.pipeline.choices", "mnistkit.pipeline.runners"]),
     ("io and inference", ["mnistkit.pipeline.io", "mnistkit.pipeline.inference"]),
     ("transforms", ["mnistkit.pipeline.transforms"]),
-    ("pipelines", ["mnistkit.pipeline.batch", "mnistkit.pipeline.streaming"]),
+    ("pipelines", ["mnistkit.pipeline.batch", "mnistkit.pipeline.streaming", "mnistkit.pipeline.serving"]),
     ("cloud", ["mnistkit.pipeline.cloud"]),
     ("cli", ["mnistkit.cli"]),
 ]  # fmt: skip

@@ -76,6 +76,9 @@ class CloudConfig:
     use_public_ips: bool = _setting("Give workers public IPs", "use_public_ips", False, bool)
     artifact_registry_repo: str | None = _setting("Docker repository for worker images", "artifact_registry_repo")
     worker_image: str | None = _setting("Worker container image (--sdk_container_image)", "worker_image")
+    vertex_endpoint: str | None = _setting("Vertex AI endpoint (projects/P/locations/L/endpoints/E)", "vertex_endpoint")
+    serving_image: str | None = _setting("Serving container image (mnistkit serve) for Vertex AI and Cloud Run",
+                                         "serving_image")  # fmt: skip
     machine_type: str | None = _setting("Worker machine type", "worker_machine_type")
     max_workers: int = _setting("Autoscaling ceiling", "max_workers", 4, int)
     num_workers: int | None = _setting("Workers at start (Dataflow decides when unset)", kind=int)

@@ -34,8 +34,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from mnistkit.pipeline import accounting
 from mnistkit.pipeline.accounting import LATENCY_MS, Summary, query_counters
+from mnistkit.pipeline.inference.factory import check_model, stream_handler
 from mnistkit.pipeline.inference.hot_swap import StreamModelHandler
-from mnistkit.pipeline.inference.savedmodel import validate_model
 from mnistkit.pipeline.io.bigquery import is_bigquery, parse_table
 from mnistkit.pipeline.io.parsing import PARSERS
 from mnistkit.pipeline.io.streams import (
@@ -179,6 +179,7 @@ class StreamConfig:
     is cancelled after `duration` (rows still in flight are lost, like any cancelled streaming job).
     """
 
+    # An export dir (followed), a version dir; or an endpoint (http(s)://…, vertex://…) to call.
     model: str
     input: str
     output: str
@@ -222,7 +223,7 @@ def build_stream_pipeline(pipeline: beam.Pipeline, config: StreamConfig) -> None
     """Add source → ScoreStream → sink for `config` to `pipeline`."""
     source = parse_input(config.input)
     records, source_dead = read_stream(pipeline, source, config.poll_seconds, StopPolicy(config.duration, config.idle))
-    handler = StreamModelHandler(config.model, max_batch=config.max_batch, check_seconds=config.model_check_seconds)
+    handler = stream_handler(config.model, max_batch=config.max_batch, check_seconds=config.model_check_seconds)
     scored = records | "ScoreStream" >> ScoreStream(
         handler, config.max_batch, config.window_seconds, sharded=config.runner is not None
     )
@@ -265,7 +266,7 @@ def start_stream(config: StreamConfig) -> StartedStream:
     _check_folders(config, source)
     # The check reads the newest version; the stream serves the export dir itself, so that
     # newer versions are picked up as they appear.
-    model = validate_model(config.model)
+    model = check_model(config.model)
     pipeline = beam.Pipeline(options=PipelineOptions(stream_pipeline_args(source, config.runner)))
     build_stream_pipeline(pipeline, config)
     result = pipeline.run()
