@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 SHARED ?= $(abspath ../shared)
 WORK ?= work
 
-.PHONY: help setup demo test test-fast lint format clean
+.PHONY: help setup demo test test-fast browser lint format clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -39,7 +39,12 @@ demo: $(STAMP) ## Train a small model, export it, predict a test set locally, re
 	$(MNISTKIT) evaluate --predictions '$(DEMO)/predictions/test-[0-9]*.jsonl' $(demo_data_flag) --output-dir $(DEMO)/report
 	@echo "Demo outputs in $(DEMO)/: train/ models/ data/ predictions/ report/"
 
-test: $(STAMP) tools ## Run the whole offline test suite (emulators, terraform, checkov included)
+# The serving page is tested in a real headless browser: Debian's chromium and its driver.
+browser: ## Install chromium and chromedriver (Debian packages) when missing
+	@command -v chromedriver >/dev/null && command -v chromium >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+test: $(STAMP) tools browser ## Run the whole offline test suite (emulators, terraform, checkov, browser included)
 	MNISTKIT_SHARED=$(SHARED) $(PY) -m pytest
 
 test-fast: $(STAMP) ## The unit tests only (no training, pipelines, emulators or terraform): the inner loop
