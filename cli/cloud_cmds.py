@@ -71,7 +71,7 @@ def config_refresh(infra_dir: Path) -> None:
     "inputs",
     multiple=True,
     type=click.Path(exists=True, path_type=Path),
-    help="Input file or folder (repeatable) → gs://DATA_BUCKET/inputs/.",
+    help="Input file or folder (repeatable) → input_location (gs://DATA_BUCKET/inputs/).",
 )
 @click.option(
     "--bigquery/--no-bigquery",

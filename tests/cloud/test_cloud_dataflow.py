@@ -430,3 +430,35 @@ def test_the_quota_gate_stops_a_gpu_launch(staged, google_apis):
     assert result.exit_code == 1
     assert "Raise NVIDIA_T4_GPUS and GPUS_ALL_REGIONS to at least 9" in result.output
     assert not _gcs_objects("staging/") and not _gcs_objects("tmp/")
+
+
+def test_a_stream_dry_run_reads_the_kits_subscription_and_writes_under_output_location(staged, google_apis):
+    """No input on Dataflow: the staged streaming job reads pubsub_input_subscription; a table
+    output's dead letters default to output_location/runs/JOB."""
+    from mnistkit.pipeline.cloud.launch import dry_run_location
+    from mnistkit.pipeline.streaming.pipeline import StreamConfig
+
+    cloud = load_config()
+    runner = DataflowRunnerConfig(
+        cloud, job_name="mnistkit-stream-dry", template_location=dry_run_location(cloud, "mnistkit-stream-dry")
+    )
+    output = f"bq://{PROJECT}.{DATASET}.stream_predictions"
+    launch = launch_stream(StreamConfig(model=staged.model_uri, input="", output=output), runner)
+    assert not launch.submitted
+    assert launch.run.config.input == f"pubsub://{INPUT_SUBSCRIPTION}"
+    assert launch.run.config.errors_folder == f"{OUTPUT_LOCATION}/runs/mnistkit-stream-dry"
+    job = json.loads(_gcs_objects("tmp/dry-runs/")["tmp/dry-runs/mnistkit-stream-dry.json"])
+    assert job["type"] == "JOB_TYPE_STREAMING" and job["environment"]["serviceAccountEmail"] == WORKER_SA
+    shown = str(_display_data(_staged_pipeline(_gcs_objects("staging/"))))
+    assert INPUT_SUBSCRIPTION in shown and "topics/" not in shown
+
+
+def test_a_local_stream_still_needs_its_input(cloud_env, exported_model, tmp_path):
+    result = CliRunner().invoke(cli, ["stream", "--model", str(exported_model), "--output", str(tmp_path)])
+    assert result.exit_code == 2 and "a local stream needs --input" in result.output
+
+
+def test_simulate_stream_defaults_to_the_kits_topic_only_when_configured(cloud_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("MNISTKIT_CONFIG", str(tmp_path / "none.json"))
+    result = CliRunner().invoke(cli, ["simulate-stream", "--count", "1"])
+    assert result.exit_code == 1 and "not configured: pubsub_input_topic" in result.output
