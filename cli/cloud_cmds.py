@@ -71,7 +71,7 @@ def config_refresh(infra_dir: Path) -> None:
     "inputs",
     multiple=True,
     type=click.Path(exists=True, path_type=Path),
-    help="Input file or folder (repeatable) → gs://DATA_BUCKET/inputs/.",
+    help="Input file or folder (repeatable) → input_location (gs://DATA_BUCKET/inputs/).",
 )
 @click.option(
     "--bigquery/--no-bigquery",
@@ -152,7 +152,10 @@ def image_group() -> None:
 
 
 @image_group.command(name="build")
-@click.option("--tag", help="Image tag; default: the tag of worker_image (Terraform: latest).")
+@click.option(
+    "--tag",
+    help="Image tag; default: the tag of worker_image (Terraform: v1). Tags are immutable: each build needs a new one.",
+)
 @click.option(
     "--backend",
     type=click.Choice(["auto", *IMAGE_BACKENDS]),
@@ -164,11 +167,15 @@ def image_group() -> None:
 @settings_option
 @user_errors
 def image_build(tag: str | None, backend: str, dry_run: bool, settings: tuple[str, ...]) -> None:
-    """Build the GPU worker image with this machine's Python, Beam and TensorFlow versions and push it."""
+    """Build the GPU worker image with this machine's Python, Beam and TensorFlow versions and push it.
+
+    The Beam base image is pinned by digest: set worker_base_digest (--set worker_base_digest=sha256:…);
+    a dry run without it shows a placeholder.
+    """
     import shlex
     import subprocess
 
-    from mnistkit.pipeline.cloud.image import plan_image_build, run_image_build
+    from mnistkit.pipeline.cloud.image import BASE_DIGEST_PLACEHOLDER, plan_image_build, run_image_build
 
     config = resolve_config(settings)
     build = plan_image_build(config, tag=tag, backend=None if backend == "auto" else backend)
@@ -178,6 +185,10 @@ def image_build(tag: str | None, backend: str, dry_run: bool, settings: tuple[st
         click.echo("$ " + shlex.join(command))
     if dry_run:
         build.discard()
+        if build.base_digest is None:
+            click.echo(
+                f"worker_base_digest is not set: a real build refuses to run ({BASE_DIGEST_PLACEHOLDER})", err=True
+            )
         return
     try:
         run_image_build(build)

@@ -33,7 +33,7 @@ _predict_cloud_options = stack(
         "--errors-output",
         metavar="PREFIX",
         help="Prefix of the dead letters and the summary; default: --output (a bq:// output needs one; "
-        "on Dataflow it defaults to gs://DATA_BUCKET/runs/JOB_NAME).",
+        "on Dataflow it defaults to OUTPUT_LOCATION/runs/JOB_NAME).",
     ),
     bigquery_write_option,
     dataflow_options("mnistkit-predict"),

@@ -38,13 +38,13 @@ _ENV = env_epilog("MNISTKIT_STREAM_MAX_BATCH=10")
 @click.option(
     "--input",
     "input_uri",
-    required=True,
     metavar="URI",
     envvar="MNISTKIT_STREAM_INPUT",
     show_envvar=True,
-    help="pubsub://projects/P/subscriptions/S, pubsub://projects/P/topics/T, or watch://DIR for new "
-    'files in a folder (local or gs://). A message holds one JSON row {"key": int, "image": [784 values]}; '
-    "a file may be in any format `mnistkit predict` reads (text, JSON lines, TFRecord, .gz), told by its name.",
+    help="pubsub://projects/P/subscriptions/S, pubsub://projects/P/topics/T (not on Dataflow), or watch://DIR for "
+    'new files in a folder (local or gs://). A message holds one JSON row {"key": int, "image": [784 values]}; '
+    "a file may be in any format `mnistkit predict` reads (text, JSON lines, TFRecord, .gz), told by its name. "
+    "Default on Dataflow: the kit's subscription (setting pubsub_input_subscription).",
 )
 @click.option(
     "--output",
@@ -108,7 +108,7 @@ _ENV = env_epilog("MNISTKIT_STREAM_MAX_BATCH=10")
 def stream(
     model: str | None,
     endpoint: str | None,
-    input_uri: str,
+    input_uri: str | None,
     output: str,
     errors_output: str | None,
     max_batch: int,
@@ -134,9 +134,11 @@ def stream(
     """
     from mnistkit.pipeline.streaming.pipeline import StreamConfig, run_stream
 
+    if runner != "dataflow" and not input_uri:
+        raise click.UsageError("a local stream needs --input (on Dataflow it defaults to the kit's subscription)")
     config = StreamConfig(
         model=model_or_endpoint(model, endpoint),
-        input=input_uri,
+        input=input_uri or "",
         output=output,
         max_batch=max_batch,
         window_seconds=window_seconds,
@@ -169,10 +171,10 @@ def stream(
 @click.option(
     "--to",
     "target",
-    required=True,
     metavar="URI",
     show_envvar=True,
-    help="pubsub://projects/P/topics/T, or a folder (watch://DIR or DIR, local or gs://) to write files into.",
+    help="pubsub://projects/P/topics/T, or a folder (watch://DIR or DIR, local or gs://) to write files into. "
+    "Default: the kit's topic (setting pubsub_input_topic).",
 )
 @click.option(
     "--rate", type=click.FloatRange(min=0, min_open=True), default=10.0, show_envvar=True, help="Rows per second."
@@ -197,7 +199,7 @@ def stream(
 )
 @user_errors
 def simulate_stream(
-    target: str,
+    target: str | None,
     rate: float,
     count: int,
     dataset: str,
@@ -217,6 +219,12 @@ def simulate_stream(
     from mnistkit.model_export.datasets import load_dataset
     from mnistkit.pipeline.streaming.simulate import dataset_rows, open_sink, simulate
 
+    if not target:
+        from mnistkit.cli.options import resolve_config
+
+        cloud = resolve_config()
+        cloud.require("pubsub_input_topic")
+        target = f"pubsub://{cloud.pubsub_input_topic}"
     images, _ = load_dataset(dataset, "test", data_dir)
     sink = open_sink(target)
     result = simulate(dataset_rows(images, count, key_start, bad_every), count, rate, sink, min_send_seconds)

@@ -64,21 +64,49 @@ class CloudConfig:
     region: str = _setting("Dataflow region", "region", "us-central1")
     model_bucket: str | None = _setting("gs:// bucket for exported models", "model_bucket")
     data_bucket: str | None = _setting("gs:// bucket for inputs and outputs", "data_bucket")
+    input_location: str | None = _setting("gs:// folder `stage` uploads inputs to (workers read it)", "input_location")
+    output_location: str | None = _setting(
+        "gs:// folder of the data bucket workers may write (outputs, dead letters)", "output_location"
+    )
     temp_location: str | None = _setting("Dataflow --temp_location", "temp_location")
     staging_location: str | None = _setting("Dataflow --staging_location", "staging_location")
     bigquery_dataset: str | None = _setting("BigQuery dataset (project.dataset)", "bigquery_dataset")
     input_table: str | None = _setting("BigQuery input table, key INTEGER + image STRING", "input_table")
     input_bytes_table: str | None = _setting("BigQuery input table, key + image BYTES", "input_bytes_table")
     predictions_table: str | None = _setting("BigQuery predictions table", "predictions_table")
+    stream_predictions_table: str | None = _setting(
+        "BigQuery table of stream predictions (latency columns)", "stream_predictions_table"
+    )
+    pubsub_input_topic: str | None = _setting("Topic simulate-stream publishes to", "pubsub_input_topic")
+    pubsub_input_subscription: str | None = _setting(
+        "Subscription a stream reads (its default --input on Dataflow)", "pubsub_input_subscription"
+    )
+    pubsub_dead_letter_topic: str | None = _setting("Topic of undeliverable input messages", "pubsub_dead_letter_topic")
+    pubsub_dead_letter_subscription: str | None = _setting(
+        "Subscription holding undeliverable input messages", "pubsub_dead_letter_subscription"
+    )
     bigquery_read_method: str = _setting("DIRECT_READ or EXPORT", "bigquery_read_method", "DIRECT_READ")
     worker_service_account: str | None = _setting("Dataflow worker service account", "worker_service_account")
     subnetwork: str | None = _setting("Worker subnetwork (self link)", "subnetwork")
-    use_public_ips: bool = _setting("Give workers public IPs", "use_public_ips", False, bool)
+    # Kept as a setting so that an override (--set, env, config file) is refused by the launch
+    # guard with a reason instead of being an unknown name: launches always pass --no_use_public_ips.
+    use_public_ips: bool = _setting("Always false: launches refuse public worker IPs", "use_public_ips", False, bool)
+    dataflow_kms_key: str | None = _setting("Cloud KMS key for --dataflow_kms_key (CMEK)", "dataflow_kms_key")
+    training_service_account: str | None = _setting(
+        "Training service account, the one that publishes models", "training_service_account"
+    )
     artifact_registry_repo: str | None = _setting("Docker repository for worker images", "artifact_registry_repo")
     worker_image: str | None = _setting("Worker container image (--sdk_container_image)", "worker_image")
     vertex_endpoint: str | None = _setting("Vertex AI endpoint (projects/P/locations/L/endpoints/E)", "vertex_endpoint")
     serving_image: str | None = _setting("Serving container image (mnistkit serve) for Vertex AI and Cloud Run",
                                          "serving_image")  # fmt: skip
+    worker_base_digest: str | None = _setting("sha256:… digest of the worker image's Beam base (image build)")
+    cloudbuild_service_account: str | None = _setting(
+        "Service account Cloud Build runs image builds as", "cloudbuild_service_account"
+    )
+    build_source_location: str | None = _setting(
+        "gs:// folder for Cloud Build contexts (--gcs-source-staging-dir)", "build_source_location"
+    )
     machine_type: str | None = _setting("Worker machine type", "worker_machine_type")
     max_workers: int = _setting("Autoscaling ceiling", "max_workers", 4, int)
     num_workers: int | None = _setting("Workers at start (Dataflow decides when unset)", kind=int)
@@ -88,6 +116,9 @@ class CloudConfig:
     model_uri: str | None = _setting("Model export dir on GCS (default: <model_bucket>/mnist)")
     labels: str = _setting("Job labels, k=v,k=v", None, "app=mnistkit")
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, metadata={"internal": True})
+    # The cached Terraform outputs as deployed, whatever overrides the settings above: what the
+    # launch guards compare an override with (e.g. a CMEK deployment whose key was set to none).
+    deployed: Mapping[str, Any] = field(default_factory=dict, compare=False, metadata={"internal": True})
 
     def require(self, *names: str) -> None:
         """Raise ConfigError naming every missing setting and how to provide it."""
@@ -244,10 +275,16 @@ def load_config(
             value, source = f.default, f"{source} (none: default)"
         values[f.name] = _coerce(f.name, f.metadata["kind"], value)
         sources[f.name] = source
-    if values["model_uri"] is None and values["model_bucket"]:
-        values["model_uri"] = values["model_bucket"].rstrip("/") + "/mnist"
-        sources["model_uri"] = "default (<model_bucket>/mnist)"
-    return CloudConfig(**values, sources=sources)
+    # Where infra/ puts these; a config cached before it published them still works.
+    for name, base, leaf in (
+        ("model_uri", "model_bucket", "mnist"),
+        ("input_location", "data_bucket", "inputs"),
+        ("output_location", "data_bucket", "outputs"),
+    ):
+        if values[name] is None and values[base]:
+            values[name] = f"{values[base].rstrip('/')}/{leaf}"
+            sources[name] = f"default (<{base}>/{leaf})"
+    return CloudConfig(**values, sources=sources, deployed=dict(outputs))
 
 
 def describe(config: CloudConfig) -> list[tuple[str, str, str]]:

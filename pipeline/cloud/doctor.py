@@ -2,20 +2,26 @@
 
 Every check runs even when an earlier one fails, so one run lists everything to fix. Google's
 REST APIs are called through google-auth's AuthorizedSession; their base URLs can be pointed
-elsewhere with MNISTKIT_COMPUTE_ENDPOINT / MNISTKIT_SERVICEUSAGE_ENDPOINT (proxies, tests).
+elsewhere with MNISTKIT_COMPUTE_ENDPOINT / MNISTKIT_SERVICEUSAGE_ENDPOINT (a regional or private
+endpoint). The session sends the user's bearer token to that URL, so an override must be an
+https Google API host (*.googleapis.com); a local stand-in on a loopback address is accepted only
+with MNISTKIT_ALLOW_INSECURE_ENDPOINTS=1 (the tests' recorded-response server).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mnistkit.pipeline.cloud.config import CloudConfig
+from mnistkit.pipeline.cloud.config import CloudConfig, ConfigError
 from mnistkit.pipeline.cloud.gpus import GpuSpec, configured_gpu
 
 __all__ = [
+    "ALLOW_INSECURE_ENDPOINTS_ENV",
     "API_ENDPOINTS",
     "Check",
     "OPTIONAL_APIS",
@@ -51,8 +57,42 @@ QUOTA_CONSOLE = "https://console.cloud.google.com/iam-admin/quotas"
 _SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 
 
-def api_endpoint(name: str) -> str:
-    return os.environ.get(f"MNISTKIT_{name.upper()}_ENDPOINT", API_ENDPOINTS[name]).rstrip("/")
+ALLOW_INSECURE_ENDPOINTS_ENV = "MNISTKIT_ALLOW_INSECURE_ENDPOINTS"
+_GOOGLE_API_DOMAIN = ".googleapis.com"
+
+
+def api_endpoint(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """The base URL of Google API `name`: MNISTKIT_<NAME>_ENDPOINT when it is a safe place for the token."""
+    environ = os.environ if environ is None else environ
+    variable = f"MNISTKIT_{name.upper()}_ENDPOINT"
+    url = environ.get(variable)
+    if not url:
+        return API_ENDPOINTS[name]
+    url = url.rstrip("/")
+    parts = urllib.parse.urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:  # not a number
+        port = -1
+    if parts.scheme == "https" and host.endswith(_GOOGLE_API_DOMAIN) and port in (None, 443):
+        return url
+    if environ.get(ALLOW_INSECURE_ENDPOINTS_ENV) == "1" and parts.scheme in ("http", "https") and _loopback(host):
+        return url
+    raise ConfigError(
+        f"{variable}={url} refused: the request carries your Google credentials, so the endpoint must be "
+        f"https://<service>{_GOOGLE_API_DOMAIN}. A local emulator on a loopback address needs "
+        f"{ALLOW_INSECURE_ENDPOINTS_ENV}=1 (tests only)."
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -234,6 +274,8 @@ def run_doctor(
     for name, step in steps:
         try:
             result = step()
+        except ConfigError as exc:  # a setting to fix (e.g. a refused endpoint): a failure, not a warning
+            result = Check(name, False, str(exc))
         except Exception as exc:  # one broken check must not hide the others
             result = Check(name, None, f"could not check: {exc}")
         checks += result if isinstance(result, list) else [result]

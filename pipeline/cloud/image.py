@@ -5,11 +5,17 @@ is submitted to Cloud Build (`gcloud builds submit`). Either way the build conte
 holding only the Dockerfile, cloudbuild.yaml and pyproject.toml (the image needs nothing else),
 so neither sends the checkout's virtualenv anywhere. The versions baked in are the launcher's:
 Dataflow unpickles the pipeline with the image's Python and Beam, which must match exactly.
+
+The Beam base is pinned by digest (`worker_base_digest`: a tag on Docker Hub can move, a digest
+cannot), the repository's tags are immutable (each build gets a new tag; `latest` is refused),
+and Cloud Build runs as the kit's own builder account (`cloudbuild_service_account`) with its
+context under `build_source_location`, the one folder that account may read.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +27,7 @@ from mnistkit.pipeline.choices import IMAGE_BACKENDS
 from mnistkit.pipeline.cloud.config import CloudConfig, ConfigError
 
 __all__ = [
+    "BASE_DIGEST_PLACEHOLDER",
     "ImageBuild",
     "WORKER_DIR",
     "docker_engine_available",
@@ -31,17 +38,24 @@ __all__ = [
 ]
 
 WORKER_DIR = Path(__file__).parent / "worker"
+# What a plan shows in place of a digest nobody has set yet; run_image_build refuses to run it.
+BASE_DIGEST_PLACEHOLDER = "<worker_base_digest>"
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
 class ImageBuild:
-    """A planned build: the image, the context dir to build from, and the commands to run."""
+    """A planned build: the image, the context dir to build from, and the commands to run.
+
+    `base_digest` None: no worker_base_digest was set, and the commands hold the placeholder.
+    """
 
     image: str
     backend: str
     context: Path
     versions: dict[str, str]
     commands: list[list[str]]
+    base_digest: str | None = None
 
     def discard(self) -> None:
         """Remove the context dir (after the build, or instead of it for a dry run)."""
@@ -81,6 +95,27 @@ def image_with_tag(image: str, tag: str | None) -> str:
     return f"{name}:{tag}"
 
 
+def _tag(image: str) -> str | None:
+    last = image.rsplit("/", 1)[-1]
+    return last.rsplit(":", 1)[1] if ":" in last else None
+
+
+def _base_digest(config: CloudConfig) -> str | None:
+    digest = config.worker_base_digest
+    if digest is not None and not _DIGEST.match(digest):
+        raise ConfigError(f"worker_base_digest must look like sha256:<64 hex digits>, got {digest!r}")
+    return digest
+
+
+def _missing_digest_message(versions: dict[str, str]) -> str:
+    base = f"apache/beam_python{versions['PYTHON_VERSION']}_sdk:{versions['BEAM_VERSION']}"
+    return (
+        f"no worker_base_digest: the worker image builds on {base} pinned by digest. Look it up with "
+        f"`docker buildx imagetools inspect {base} --format '{{{{json .Manifest.Digest}}}}'` and set it: "
+        "--set worker_base_digest=sha256:… or MNISTKIT_WORKER_BASE_DIGEST"
+    )
+
+
 def plan_image_build(
     config: CloudConfig, *, tag: str | None = None, backend: str | None = None, context: Path | None = None
 ) -> ImageBuild:
@@ -92,33 +127,55 @@ def plan_image_build(
     pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     if not pyproject.is_file():
         raise ConfigError(f"{pyproject} not found: build the image from a checkout of the kit")
+    image = image_with_tag(config.worker_image, tag)
+    if _tag(image) in (None, "latest"):
+        raise ConfigError(
+            f"{image}: the repository's tags are immutable, so every build needs a new tag of its own "
+            "(not latest): pass --tag, e.g. --tag v2, and launch with --set worker_image=<that image>"
+        )
+    if backend == "cloud-build":
+        # Before the context is written: a refused plan leaves nothing behind.
+        config.require("cloudbuild_service_account", "build_source_location")
+    versions = launcher_versions()
+    base_digest = _base_digest(config)
+    build_args = {**versions, "BEAM_BASE_DIGEST": base_digest or BASE_DIGEST_PLACEHOLDER}
     context = context or Path(tempfile.mkdtemp(prefix="mnistkit-image-"))
     for source in (WORKER_DIR / "Dockerfile", WORKER_DIR / "cloudbuild.yaml", pyproject):
         shutil.copy2(source, context / source.name)
-    image = image_with_tag(config.worker_image, tag)
-    versions = launcher_versions()
     if backend == "docker":
-        build_args = [f"--build-arg={name}={value}" for name, value in versions.items()]
         commands = [
-            ["docker", "build", *build_args, f"--tag={image}", f"--file={context / 'Dockerfile'}", str(context)],
+            [
+                "docker", "build", *(f"--build-arg={name}={value}" for name, value in build_args.items()),
+                f"--tag={image}", f"--file={context / 'Dockerfile'}", str(context),
+            ],
             ["docker", "push", image],
-        ]
+        ]  # fmt: skip
     else:
-        substitutions = ",".join(f"_{name}={value}" for name, value in {"IMAGE": image, **versions}.items())
+        account = config.cloudbuild_service_account
+        substitutions = {"IMAGE": image, **build_args, "SERVICE_ACCOUNT": account}
         commands = [
             [
                 "gcloud", "builds", "submit", str(context),
                 f"--config={context / 'cloudbuild.yaml'}",
-                f"--substitutions={substitutions}",
+                f"--substitutions={','.join(f'_{name}={value}' for name, value in substitutions.items())}",
+                # Also on the command line: the recipe's serviceAccount names the same account.
+                f"--service-account=projects/{config.project_id}/serviceAccounts/{account}",
+                f"--gcs-source-staging-dir={config.build_source_location.rstrip('/')}/source",
                 f"--project={config.project_id}",
                 f"--region={config.region}",
             ]
         ]  # fmt: skip
-    return ImageBuild(image, backend, context, versions, commands)
+    return ImageBuild(image, backend, context, versions, commands, base_digest)
 
 
 def run_image_build(build: ImageBuild) -> None:
-    """Run the planned commands, streaming their output; raises CalledProcessError on failure."""
+    """Run the planned commands, streaming their output; raises CalledProcessError on failure.
+
+    A plan without a base digest is refused (ConfigError) before anything runs.
+    """
+    if build.base_digest is None:
+        build.discard()
+        raise ConfigError(_missing_digest_message(build.versions))
     try:
         for command in build.commands:
             subprocess.run(command, check=True)

@@ -2,6 +2,11 @@
 (options from the config, GPU workers, the code wheel workers install, the quota gate), and the
 cloud settings a local run needs when it reads or writes BigQuery.
 
+Every launch passes the launch guards first (`launch_refusals`): it runs as the kit's worker
+service account in the kit's subnetwork with private IPs, with the CMEK key when the deployment
+has one, writing only where the worker may write. Without them Dataflow would silently fall back
+to the Compute Engine default service account on the project's default network.
+
 Workers have no public IPs (Private Google Access only), so they cannot reach PyPI: every
 dependency comes with the worker image (pipeline/cloud/worker/Dockerfile), and the kit's own code comes
 with each job as a dependency-free wheel staged through `--extra_package`. Beam's boot installs
@@ -42,6 +47,7 @@ __all__ = [
     "DataflowRunnerConfig",
     "JobStatus",
     "Launch",
+    "LaunchRefused",
     "build_code_wheel",
     "console_url",
     "dataflow_args",
@@ -50,8 +56,11 @@ __all__ = [
     "dry_run_location",
     "follow_job",
     "launch_predict",
+    "launch_refusals",
     "launch_stream",
     "local_predict_config",
+    "require_safe_launch",
+    "stream_input",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -108,6 +117,56 @@ class DataflowRunnerConfig:
         return PipelineOptions(self.flags())
 
 
+class LaunchRefused(ConfigError):
+    """A Dataflow launch that would run with more access or exposure than the deployment allows."""
+
+
+_REFRESH = "(make deploy, then mnistkit config refresh)"
+_NO_SERVICE_ACCOUNT = (
+    "Dataflow launch refused: no worker service account. Set worker_service_account from the Terraform "
+    f"output worker_service_account {_REFRESH}; without it Dataflow runs as the Compute Engine default "
+    "service account."
+)
+_NO_SUBNETWORK = (
+    f"Dataflow launch refused: no subnetwork. Set subnetwork from the Terraform output subnetwork {_REFRESH}; "
+    "without it workers start on the project's default network."
+)
+_PUBLIC_IPS = (
+    "Dataflow launch refused: public worker IPs requested. The Terraform output use_public_ips is false: "
+    "workers reach Google APIs privately and the network allows no other egress; remove the use_public_ips "
+    "override."
+)
+_NO_KMS_KEY = (
+    "Dataflow launch refused: the kit encrypts with CMEK but no Dataflow key is set. Set dataflow_kms_key "
+    "from the Terraform output dataflow_kms_key."
+)
+
+
+def launch_refusals(config: CloudConfig) -> list[str]:
+    """Why a Dataflow job of `config` must not start (empty when it may), one message per reason.
+
+    The deployment uses CMEK when its Terraform outputs name a Dataflow key; a key set to none on
+    top of that is refused rather than launching a job whose state Google's keys encrypt.
+    """
+    refusals = []
+    if not config.worker_service_account:
+        refusals.append(_NO_SERVICE_ACCOUNT)
+    if not config.subnetwork:
+        refusals.append(_NO_SUBNETWORK)
+    if config.use_public_ips:
+        refusals.append(f"{_PUBLIC_IPS} (given by {config.sources.get('use_public_ips', 'a setting')})")
+    if config.deployed.get("dataflow_kms_key") and not config.dataflow_kms_key:
+        refusals.append(_NO_KMS_KEY)
+    return refusals
+
+
+def require_safe_launch(config: CloudConfig) -> None:
+    """Raise LaunchRefused with every reason of launch_refusals, so one try lists all there is to fix."""
+    refusals = launch_refusals(config)
+    if refusals:
+        raise LaunchRefused("\n".join(refusals))
+
+
 def dataflow_args(
     config: CloudConfig,
     *,
@@ -115,8 +174,9 @@ def dataflow_args(
     code_wheel: str | None = None,
     template_location: str | None = None,
 ) -> list[str]:
-    """Beam arguments for a Dataflow job of `config` (GPUs from `config.gpu`)."""
+    """Beam arguments for a Dataflow job of `config` (GPUs from `config.gpu`); refuses unsafe launches."""
     config.require("project_id", "region", "temp_location", "staging_location", "worker_image")
+    require_safe_launch(config)
     if not _JOB_NAME.match(job_name):
         raise ConfigError(f"job name {job_name!r}: use lowercase letters, digits and '-', starting with a letter")
     gpu = configured_gpu(config)
@@ -136,12 +196,13 @@ def dataflow_args(
         # The image carries Beam itself (matching the launcher's version, see the Dockerfile).
         f"--sdk_container_image={config.worker_image}",
         "--sdk_location=container",
-        "--use_public_ips" if config.use_public_ips else "--no_use_public_ips",
+        f"--service_account_email={config.worker_service_account}",
+        f"--subnetwork={config.subnetwork}",
+        "--no_use_public_ips",
     ]
     args += [f"--labels={k}={v}" for k, v in config.label_dict().items()]
     optional = {
-        "service_account_email": config.worker_service_account,
-        "subnetwork": config.subnetwork,
+        "dataflow_kms_key": config.dataflow_kms_key,
         "machine_type": machine_type,
         "num_workers": config.num_workers,
         "worker_zone": config.worker_zone,
@@ -236,6 +297,8 @@ def _with_code_wheel(runner: DataflowRunnerConfig, http: Any | None) -> Iterator
     """
     from mnistkit.pipeline.cloud.doctor import require_gpu_quota
 
+    # Refused before the quota lookup and the wheel: neither is worth doing for a job that cannot start.
+    require_safe_launch(runner.config)
     require_gpu_quota(runner.config, http)
     with tempfile.TemporaryDirectory(prefix="mnistkit-code-") as tmp:
         yield replace(runner, code_wheel=str(build_code_wheel(Path(tmp))))
@@ -253,18 +316,37 @@ def _launch(runner: DataflowRunnerConfig, run: Any) -> Launch:
     )
 
 
-def default_errors_output(config: PredictConfig, runner: DataflowRunnerConfig) -> str | None:
-    """Where a Dataflow predict run's dead letters and summary go when the user named no place.
+def default_errors_output(output: str, errors_output: str | None, runner: DataflowRunnerConfig) -> str | None:
+    """Where a Dataflow run's dead letters (and a batch run's summary) go when the user named no place.
 
     A file output keeps them beside the predictions; a table output has no such place, so they go
-    to `gs://DATA_BUCKET/runs/JOB_NAME`.
+    to `OUTPUT_LOCATION/runs/JOB_NAME`, under the one data-bucket prefix the worker may write.
     """
     from mnistkit.pipeline.io.bigquery import is_bigquery
 
-    if config.errors_output is not None or not is_bigquery(config.output):
-        return config.errors_output
-    runner.config.require("data_bucket")
-    return f"{runner.config.data_bucket.rstrip('/')}/runs/{runner.job_name}"
+    if errors_output is not None or not is_bigquery(output):
+        return errors_output
+    runner.config.require("output_location")
+    return f"{runner.config.output_location.rstrip('/')}/runs/{runner.job_name}"
+
+
+def _require_writable(config: CloudConfig, **locations: str | None) -> None:
+    """Refuse gs:// outputs in the data bucket outside output_location: the workers could not write them.
+
+    The job would start, read everything and fail on its first write; other buckets are the
+    user's to grant and are left alone.
+    """
+    if not (config.data_bucket and config.output_location):
+        return
+    bucket = config.data_bucket.rstrip("/") + "/"
+    allowed = config.output_location.rstrip("/") + "/"
+    for flag, uri in locations.items():
+        if uri and uri.startswith(bucket) and not (uri.rstrip("/") + "/").startswith(allowed):
+            raise LaunchRefused(
+                f"Dataflow launch refused: --{flag.replace('_', '-')} {uri} is in the data bucket outside "
+                f"{allowed} (the Terraform output output_location), the only place there the workers "
+                f"may write; use e.g. {allowed}{uri[len(bucket) :]}"
+            )
 
 
 def launch_predict(config: PredictConfig, runner: DataflowRunnerConfig, http: Any | None = None) -> Launch:
@@ -273,21 +355,54 @@ def launch_predict(config: PredictConfig, runner: DataflowRunnerConfig, http: An
 
     config = replace(
         config,
-        errors_output=default_errors_output(config, runner),
+        errors_output=default_errors_output(config.output, config.errors_output, runner),
         bigquery_read_method=runner.config.bigquery_read_method,
     )
+    _require_writable(runner.config, output=config.output, errors_output=config.errors_output)
     with _with_code_wheel(runner, http) as staged:
         run = start_predict(replace(config, runner=staged))
     return _launch(runner, run)
 
 
 def launch_stream(config: StreamConfig, runner: DataflowRunnerConfig, http: Any | None = None) -> Launch:
-    """Start the streaming pipeline of `config` on Dataflow with `runner` (it runs until drained)."""
+    """Start the streaming pipeline of `config` on Dataflow with `runner` (it runs until drained).
+
+    An empty `config.input` reads the kit's subscription (stream_input).
+    """
     from mnistkit.pipeline.streaming.pipeline import start_stream
 
+    config = replace(
+        config,
+        input=stream_input(config.input, runner.config),
+        errors_output=default_errors_output(config.output, config.errors_output, runner),
+    )
+    _require_writable(runner.config, output=config.output, errors_output=config.errors_output)
     with _with_code_wheel(runner, http) as staged:
         run = start_stream(replace(config, runner=staged))
     return _launch(runner, run)
+
+
+def stream_input(uri: str | None, config: CloudConfig) -> str:
+    """The input of a Dataflow stream: `uri`, or the kit's subscription; a topic is refused.
+
+    Reading a topic makes Dataflow create a subscription of its own, which needs Pub/Sub rights
+    on the project that the worker service account does not have (it may pull the kit's one
+    subscription only): the job would start and then fail.
+    """
+    from mnistkit.pipeline.io.streams import PUBSUB, parse_input
+
+    if not uri:
+        config.require("pubsub_input_subscription")
+        return PUBSUB + config.pubsub_input_subscription
+    if parse_input(uri).kind == "topic":
+        subscription = config.pubsub_input_subscription or "projects/PROJECT/subscriptions/NAME"
+        raise LaunchRefused(
+            f"Dataflow launch refused: {uri} is a topic. Dataflow would create its own subscription to it, "
+            "which needs project-wide Pub/Sub rights the worker service account does not have; read the "
+            "kit's subscription (Terraform output pubsub_input_subscription) instead: "
+            f"--input {PUBSUB}{subscription}"
+        )
+    return uri
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,10 @@
 
 Uploads are idempotent: a file whose CRC32C (MD5 where the object has no CRC) already matches
 the object at its destination is skipped, so re-running stage after adding one file uploads
-that file only. Text inputs are loaded into the input table with one load job. The job takes
+that file only. A model version becomes visible only once whole: resolve_model (and a running
+stream's hot swap) takes a directory as a version once it holds saved_model.pb, so every
+saved_model.pb is uploaded after all the other files; an upload stopped half-way leaves the
+previous version the newest. Text inputs are loaded into the input table with one load job. The job takes
 JSON lines converted here rather than the text file itself: BigQuery's CSV reader would need ':'
 as a delimiter and no quoting, and a key that is not an integer would fail the whole job instead
 of being reported.
@@ -27,7 +30,6 @@ from mnistkit.pipeline.io.bigquery import INPUT_SCHEMA, TableRef, parse_table
 from mnistkit.pipeline.io.formats import FormatError, detect_format
 
 __all__ = [
-    "INPUT_PREFIX",
     "StageReport",
     "Upload",
     "is_text_input",
@@ -40,7 +42,7 @@ __all__ = [
     "upload",
 ]
 
-INPUT_PREFIX = "inputs"
+_SAVED_MODEL_FILE = "saved_model.pb"
 _CHUNK = 4 << 20
 _INT64_MAX = 2**63 - 1
 
@@ -78,20 +80,20 @@ def split_gcs(uri: str) -> tuple[str, str]:
 
 
 def plan_model_upload(model_dir: Path, model_uri: str) -> list[Upload]:
-    """Every file of an export dir (or of one version dir, kept as `<model_uri>/<version>/`)."""
+    """Every file of an export dir (or of one version dir, kept as `<model_uri>/<version>/`).
+
+    In upload order: each saved_model.pb after every other file, the version's marker of completeness.
+    """
     if not model_dir.is_dir():
         raise FileNotFoundError(f"no model export directory at {model_dir}")
-    root = model_dir.parent if (model_dir / "saved_model.pb").is_file() else model_dir
-    return [
-        Upload(path, f"{model_uri.rstrip('/')}/{path.relative_to(root).as_posix()}")
-        for path in sorted(model_dir.rglob("*"))
-        if path.is_file()
-    ]
+    root = model_dir.parent if (model_dir / _SAVED_MODEL_FILE).is_file() else model_dir
+    files = sorted((p for p in model_dir.rglob("*") if p.is_file()), key=lambda p: (p.name == _SAVED_MODEL_FILE, p))
+    return [Upload(path, f"{model_uri.rstrip('/')}/{path.relative_to(root).as_posix()}") for path in files]
 
 
-def plan_input_upload(inputs: Sequence[Path], data_bucket: str, prefix: str = INPUT_PREFIX) -> list[Upload]:
-    """Input files (folders recursively) → `<data_bucket>/<prefix>/<name>`."""
-    base = f"{data_bucket.rstrip('/')}/{prefix}"
+def plan_input_upload(inputs: Sequence[Path], input_location: str) -> list[Upload]:
+    """Input files (folders recursively) → `<input_location>/<name>`."""
+    base = input_location.rstrip("/")
     uploads = []
     for path in inputs:
         if path.is_dir():
@@ -124,7 +126,10 @@ def _unchanged(path: Path, blob: Any) -> bool:
 
 
 def upload(uploads: Sequence[Upload], client: Any, progress: bool = True) -> tuple[list[str], list[str], int]:
-    """Upload what differs from the bucket: (uploaded URIs, skipped URIs, bytes sent)."""
+    """Upload what differs from the bucket, one file after the other in the given order.
+
+    Returns (uploaded URIs, skipped URIs, bytes sent).
+    """
     from tqdm import tqdm
     from tqdm.utils import CallbackIOWrapper
 
@@ -230,7 +235,7 @@ def stage(
     write: str = "append",
     progress: bool = True,
 ) -> StageReport:
-    """Upload `model_dir` to config.model_uri and `inputs` to the data bucket; load text inputs."""
+    """Upload `model_dir` to config.model_uri and `inputs` to config.input_location; load text inputs."""
     from google.cloud import storage
 
     config.require("project_id")
@@ -241,8 +246,8 @@ def stage(
         uploads += plan_model_upload(model_dir, config.model_uri)
         report.model_uri = config.model_uri
     if inputs:
-        config.require("data_bucket")
-        input_uploads = plan_input_upload(inputs, config.data_bucket)
+        config.require("input_location")
+        input_uploads = plan_input_upload(inputs, config.input_location)
         uploads += input_uploads
         report.input_uris = [u.uri for u in input_uploads]
     client = storage.Client(project=config.project_id)

@@ -276,6 +276,8 @@ def google_apis(cloud_env, fake_credentials, monkeypatch) -> Iterator[GoogleApis
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_port}"
+    # Plain http on loopback: the kit sends the (fake) token there only with this opt-in.
+    monkeypatch.setenv("MNISTKIT_ALLOW_INSECURE_ENDPOINTS", "1")
     monkeypatch.setenv("MNISTKIT_COMPUTE_ENDPOINT", f"{base}/compute/v1")
     monkeypatch.setenv("MNISTKIT_SERVICEUSAGE_ENDPOINT", f"{base}/serviceusage/v1")
     try:

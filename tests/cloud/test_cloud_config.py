@@ -99,6 +99,19 @@ def test_precedence_flag_env_file_terraform_default(tmp_path):
     assert config.label_dict() == {"app": "mnistkit"}
 
 
+def test_data_locations_default_to_the_buckets_layout_and_the_deployment_is_kept(tmp_path):
+    path = tmp_path / "config.json"
+    outputs = terraform_outputs()
+    del outputs["input_location"], outputs["output_location"]  # a cache from before infra/ published them
+    write_config_file(path, outputs, {}, "t")
+    config = load_config({"dataflow_kms_key": ("none", "flag --set dataflow_kms_key")}, path=path, environ={})
+    assert config.input_location == f"gs://{PROJECT}-mnistkit-data/inputs"
+    assert config.output_location == f"gs://{PROJECT}-mnistkit-data/outputs"
+    assert config.sources["output_location"] == "default (<data_bucket>/outputs)"
+    # What Terraform deployed stays visible under the overrides (the launch guards compare the two).
+    assert config.deployed == outputs and config.dataflow_kms_key is None
+
+
 def test_bad_values_and_names_are_reported(tmp_path):
     path = tmp_path / "config.json"
     with pytest.raises(ConfigError, match="max_workers must be an integer"):

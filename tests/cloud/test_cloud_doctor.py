@@ -7,8 +7,16 @@ from click.testing import CliRunner
 from cloudtest import PROJECT
 
 from mnistkit.cli.main import cli
-from mnistkit.pipeline.cloud.config import load_config
-from mnistkit.pipeline.cloud.doctor import QuotaError, check_gpu_quota, require_gpu_quota, run_doctor, session
+from mnistkit.pipeline.cloud.config import ConfigError, load_config
+from mnistkit.pipeline.cloud.doctor import (
+    API_ENDPOINTS,
+    QuotaError,
+    api_endpoint,
+    check_gpu_quota,
+    require_gpu_quota,
+    run_doctor,
+    session,
+)
 from mnistkit.pipeline.cloud.gpus import parse_gpu
 
 
@@ -81,3 +89,56 @@ def test_doctor_cli_fails_on_missing_access_and_names_the_quota(google_apis, gcs
     assert "[FAIL] gpu_quota: max_workers 9 × 1 nvidia-tesla-t4 = 9 GPUs" in result.output
     assert "Raise NVIDIA_T4_GPUS and GPUS_ALL_REGIONS to at least 9" in result.output
     assert "[ok  ] data_bucket" in result.output
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://compute.googleapis.com/compute/v1",
+        "https://compute.us-central1.rep.googleapis.com/compute/v1/",
+        "https://private.googleapis.com:443/compute/v1",
+    ],
+)
+def test_endpoint_overrides_to_google_api_hosts_are_used(url):
+    assert api_endpoint("compute", {"MNISTKIT_COMPUTE_ENDPOINT": url}) == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    ("url", "opt_in"),
+    [
+        ("http://compute.googleapis.com/compute/v1", "1"),  # plain http, even with the opt-in
+        ("https://compute.googleapis.com.example.com/compute/v1", None),
+        ("https://example.com/.googleapis.com/compute/v1", None),
+        ("https://compute.googleapis.com@example.com/compute/v1", None),
+        ("https://compute.googleapis.com:8443/compute/v1", None),
+        ("https://googleapis.com/compute/v1", None),
+        ("http://127.0.0.1:8080/compute/v1", None),  # loopback without the opt-in
+        ("http://127.0.0.1:8080/compute/v1", "true"),  # only "1" opts in
+        ("http://10.0.0.5:8080/compute/v1", "1"),  # the opt-in covers loopback only
+        ("ftp://localhost/compute/v1", "1"),
+    ],
+)
+def test_endpoint_overrides_elsewhere_are_refused(url, opt_in):
+    environ = {"MNISTKIT_COMPUTE_ENDPOINT": url}
+    if opt_in:
+        environ["MNISTKIT_ALLOW_INSECURE_ENDPOINTS"] = opt_in
+    with pytest.raises(ConfigError, match="refused: the request carries your Google credentials"):
+        api_endpoint("compute", environ)
+
+
+def test_loopback_endpoints_need_the_explicit_opt_in():
+    environ = {"MNISTKIT_SERVICEUSAGE_ENDPOINT": "http://localhost:9/v1", "MNISTKIT_ALLOW_INSECURE_ENDPOINTS": "1"}
+    assert api_endpoint("serviceusage", environ) == "http://localhost:9/v1"
+    assert api_endpoint("serviceusage", {}) == API_ENDPOINTS["serviceusage"]
+    assert api_endpoint("serviceusage", {"MNISTKIT_SERVICEUSAGE_ENDPOINT": ""}) == API_ENDPOINTS["serviceusage"]
+
+
+def test_a_refused_endpoint_never_receives_the_token(google_apis, gcs, bigquery, monkeypatch):
+    """The recorded-response server on loopback, without the opt-in: no request reaches it."""
+    monkeypatch.delenv("MNISTKIT_ALLOW_INSECURE_ENDPOINTS")
+    with pytest.raises(ConfigError, match="MNISTKIT_COMPUTE_ENDPOINT=http://127.0.0.1"):
+        require_gpu_quota(_config(gpu="t4:1", max_workers=2))
+    checks = {c.name: c for c in run_doctor(_config(gpu="t4:1", max_workers=2))}
+    assert checks["APIs"].ok is False and "MNISTKIT_SERVICEUSAGE_ENDPOINT" in checks["APIs"].detail
+    assert checks["gpu_quota"].ok is False and "MNISTKIT_ALLOW_INSECURE_ENDPOINTS=1" in checks["gpu_quota"].detail
+    assert google_apis.requests == []

@@ -1,4 +1,5 @@
-"""`mnistkit image build`: the build context, the commands and the Dockerfile's dependency step (no build runs)."""
+"""`mnistkit image build`: the build context, the commands, the recipe and Dockerfile they must match, and
+the Dockerfile's dependency step (no image is built: docker and gcloud are stand-ins that record their calls)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,26 @@ import apache_beam
 import pytest
 import yaml
 from click.testing import CliRunner
-from cloudtest import PROJECT, WORKER_IMAGE
+from cloudtest import CLOUDBUILD_SA, DATAFLOW_BUCKET, PROJECT, WORKER_IMAGE
 
 from mnistkit.cli.main import cli
-from mnistkit.pipeline.cloud.config import load_config
+from mnistkit.pipeline.cloud.config import ConfigError, load_config
 from mnistkit.pipeline.cloud.image import (
+    BASE_DIGEST_PLACEHOLDER,
     WORKER_DIR,
     docker_engine_available,
     image_with_tag,
     launcher_versions,
     plan_image_build,
+    run_image_build,
 )
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def _config(**settings):
+    return load_config({name: (value, f"flag --set {name}") for name, value in settings.items()})
+
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,11 +53,14 @@ def test_the_backend_follows_the_docker_engine(cloud_env, tmp_path, monkeypatch,
     assert plan_image_build(load_config(), context=tmp_path).backend == backend
 
 
-def test_cloud_build_command(cloud_env, tmp_path):
+@pytest.mark.parametrize("digest", [DIGEST, None])
+def test_cloud_build_command(cloud_env, tmp_path, digest):
     tmp_path = tmp_path / "context"
     tmp_path.mkdir()
-    build = plan_image_build(load_config(), tag="v2", backend="cloud-build", context=tmp_path)
-    assert build.backend == "cloud-build" and build.image == WORKER_IMAGE.replace(":latest", ":v2")
+    config = _config(worker_base_digest=digest) if digest else load_config()
+    build = plan_image_build(config, tag="v2", backend="cloud-build", context=tmp_path)
+    assert build.backend == "cloud-build" and build.image == WORKER_IMAGE.replace(":v1", ":v2")
+    assert build.base_digest == digest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Dockerfile", "cloudbuild.yaml", "pyproject.toml"]
     (command,) = build.commands
     assert command[:4] == ["gcloud", "builds", "submit", str(tmp_path)]
@@ -57,15 +70,25 @@ def test_cloud_build_command(cloud_env, tmp_path):
         "_PYTHON_VERSION": f"{sys.version_info.major}.{sys.version_info.minor}",
         "_BEAM_VERSION": apache_beam.__version__,
         "_TF_VERSION": launcher_versions()["TF_VERSION"],
+        "_BEAM_BASE_DIGEST": digest or BASE_DIGEST_PLACEHOLDER,
+        "_SERVICE_ACCOUNT": CLOUDBUILD_SA,
     }
     assert _flag(command, "--project") == PROJECT and _flag(command, "--region") == "us-central1"
+    # The kit's builder account, and the one folder it may read the context from.
+    assert _flag(command, "--service-account") == f"projects/{PROJECT}/serviceAccounts/{CLOUDBUILD_SA}"
+    assert _flag(command, "--gcs-source-staging-dir") == f"gs://{DATAFLOW_BUCKET}/cloudbuild/source"
     # Every substitution the recipe uses is passed, and the recipe passes each to the Dockerfile.
     recipe = yaml.safe_load((tmp_path / "cloudbuild.yaml").read_text())
     used = set(re.findall(r"\$\{(_[A-Z_]+)\}", (tmp_path / "cloudbuild.yaml").read_text()))
     assert used == set(substitutions) == set(recipe["substitutions"])
     assert recipe["images"] == ["${_IMAGE}"]
-    build_args = {a.split("=", 1)[1].split("=")[0] for a in recipe["steps"][0]["args"] if a.startswith("--build-arg")}
-    assert build_args == set(_dockerfile_args())
+    assert recipe["serviceAccount"] == "projects/${PROJECT_ID}/serviceAccounts/${_SERVICE_ACCOUNT}"
+    build_args = dict(
+        a.removeprefix("--build-arg=").split("=", 1) for a in recipe["steps"][0]["args"] if a.startswith("--build-arg")
+    )
+    assert set(build_args) == set(_dockerfile_args())
+    assert {f"_{name}" for name in build_args} == set(substitutions) - {"_IMAGE", "_SERVICE_ACCOUNT"}
+    assert all(value == f"${{_{name}}}" for name, value in build_args.items())
 
 
 def _flag(command: list[str], name: str) -> str:
@@ -78,11 +101,57 @@ def _dockerfile_args() -> list[str]:
 
 
 def test_local_docker_commands(cloud_env, tmp_path):
-    build = plan_image_build(load_config(), backend="docker", context=tmp_path)
+    build = plan_image_build(_config(worker_base_digest=DIGEST), backend="docker", context=tmp_path)
     build_command, push = build.commands
     assert build_command[:2] == ["docker", "build"] and build_command[-1] == str(tmp_path)
-    assert f"--build-arg=BEAM_VERSION={apache_beam.__version__}" in build_command
+    build_args = dict(
+        a.removeprefix("--build-arg=").split("=", 1) for a in build_command if a.startswith("--build-arg")
+    )
+    assert set(build_args) == set(_dockerfile_args())
+    assert build_args["BEAM_VERSION"] == apache_beam.__version__ and build_args["BEAM_BASE_DIGEST"] == DIGEST
     assert f"--tag={WORKER_IMAGE}" in build_command and push == ["docker", "push", WORKER_IMAGE]
+
+
+def _recording_tool(tmp_path: Path, name: str) -> Path:
+    """A stand-in `name` on PATH that appends its arguments to a log, one call per line."""
+    log = tmp_path / f"{name}.log"
+    tool = tmp_path / "bin" / name
+    tool.parent.mkdir(exist_ok=True)
+    tool.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    tool.chmod(0o755)
+    return log
+
+
+def test_a_build_runs_only_with_the_base_digest(cloud_env, tmp_path, monkeypatch):
+    log = _recording_tool(tmp_path, "gcloud")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    unpinned = plan_image_build(load_config(), tag="v2", backend="cloud-build")
+    with pytest.raises(ConfigError, match="no worker_base_digest.*apache/beam_python.*imagetools inspect"):
+        run_image_build(unpinned)
+    assert not log.exists() and not unpinned.context.exists()
+    pinned = plan_image_build(_config(worker_base_digest=DIGEST), tag="v2", backend="cloud-build")
+    run_image_build(pinned)
+    assert f"_BEAM_BASE_DIGEST={DIGEST}" in log.read_text() and not pinned.context.exists()
+    with pytest.raises(ConfigError, match="sha256:<64 hex digits>"):
+        plan_image_build(_config(worker_base_digest="2.77.0"), backend="cloud-build")
+
+
+@pytest.mark.parametrize(("setting", "tag"), [({}, "latest"), ({"worker_image": "r/p/img"}, None)])
+def test_tags_are_immutable_so_latest_is_refused(cloud_env, tmp_path, setting, tag):
+    context = tmp_path / "context"
+    context.mkdir()
+    with pytest.raises(ConfigError, match="tags are immutable"):
+        plan_image_build(_config(**setting), tag=tag, backend="docker", context=context)
+    assert not list(context.iterdir())
+
+
+@pytest.mark.parametrize("missing", ["cloudbuild_service_account", "build_source_location"])
+def test_cloud_build_needs_the_builder_account_and_its_folder(cloud_env, tmp_path, missing):
+    context = tmp_path / "context"
+    context.mkdir()
+    with pytest.raises(ConfigError, match=f"not configured: {missing}"):
+        plan_image_build(_config(**{missing: "none"}), backend="cloud-build", context=context)
+    assert not list(context.iterdir())
 
 
 def test_the_dockerfile_builds_on_the_launchers_beam_and_installs_the_kits_dependencies(tmp_path):
@@ -110,8 +179,10 @@ def test_image_tags():
 def test_image_build_cli_dry_run(cloud_env):
     result = CliRunner().invoke(cli, ["image", "build", "--dry-run", "--tag", "dev", "--backend", "cloud-build"])
     assert result.exit_code == 0, result.output
-    assert f"Building {WORKER_IMAGE.replace(':latest', ':dev')} with cloud-build" in result.output
+    assert f"Building {WORKER_IMAGE.replace(':v1', ':dev')} with cloud-build" in result.output
     assert "$ gcloud builds submit" in result.output
+    assert f"_BEAM_BASE_DIGEST={BASE_DIGEST_PLACEHOLDER}" in result.output
+    assert "worker_base_digest is not set: a real build refuses to run" in result.output
     context = result.output.split("$ gcloud builds submit ", 1)[1].split()[0]
     assert not Path(context).exists()  # a dry run leaves nothing behind
 

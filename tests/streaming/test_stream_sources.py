@@ -120,8 +120,9 @@ def test_dataflow_streams_with_the_batch_options_plus_streaming_engine():
     from mnistkit.pipeline.cloud.launch import DataflowRunnerConfig
 
     cloud = CloudConfig(
-        project_id="demo-project", temp_location="gs://b/tmp", staging_location="gs://b/staging", worker_image="img"
-    )
+        project_id="demo-project", temp_location="gs://b/tmp", staging_location="gs://b/staging", worker_image="img",
+        worker_service_account="w@demo-project.iam.gserviceaccount.com", subnetwork="regions/r/subnetworks/s",
+    )  # fmt: skip
     runner = DataflowRunnerConfig(cloud, job_name="rows")
     args = stream_pipeline_args(parse_input("pubsub://projects/demo-project/topics/rows"), runner)
     assert args[0] == "--runner=DataflowRunner" and "--project=demo-project" in args
