@@ -11,10 +11,13 @@ from mnistkit.model_export.runtime import configure_tensorflow_env
 
 configure_tensorflow_env()
 
+# The GCS, BigQuery and Pub/Sub emulators, for every test area.
+pytest_plugins = ["emulators"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What makes a test slow: a trained model (the first one trains, ~10 s), a whole pipeline run,
 # an emulator or a real terraform/checkov. `make test-fast` runs the rest (`-m "not slow"`).
-_SLOW_FIXTURES = {"trained_model", "exported_model", "run_pipeline", "staged", "gcs", "bigquery", "cloud_env"}
+_SLOW_FIXTURES = {"trained_model", "exported_model", "run_pipeline", "staged", "gcs", "bigquery", "pubsub", "cloud_env"}
 _SLOW_AREAS = {"cloud", "infra"}
 
 
