@@ -6,16 +6,37 @@ import os
 from pathlib import Path
 
 import pytest
+from prerequisites import in_ci, require
 
 from mnistkit.model_export.runtime import configure_tensorflow_env
 
 configure_tensorflow_env()
 
+# The GCS, BigQuery and Pub/Sub emulators, for every test area.
+pytest_plugins = ["emulators"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What makes a test slow: a trained model (the first one trains, ~10 s), a whole pipeline run,
 # an emulator or a real terraform/checkov. `make test-fast` runs the rest (`-m "not slow"`).
-_SLOW_FIXTURES = {"trained_model", "exported_model", "run_pipeline", "staged", "gcs", "bigquery", "cloud_env"}
+_SLOW_FIXTURES = {"trained_model", "exported_model", "run_pipeline", "staged", "gcs", "bigquery", "pubsub", "cloud_env"}
 _SLOW_AREAS = {"cloud", "infra"}
+
+
+# The only skips CI accepts: what cannot exist on these machines. Every other skip fails in CI,
+# whichever test raised it (a missing ../shared, terraform, checkov, emulator or Java).
+_CANNOT_EXIST_HERE = ("google provider", "hashicorp/google", "gpu", "docker")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not (report.skipped and in_ci()) or hasattr(report, "wasxfail"):
+        return
+    reason = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
+    if not any(allowed in reason.lower() for allowed in _CANNOT_EXIST_HERE):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where nothing may be missing: {reason}"
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -29,8 +50,8 @@ def pytest_collection_modifyitems(config, items) -> None:
 def shared_datasets() -> Path:
     """`../shared/datasets` (or $MNISTKIT_SHARED/datasets): the IDX files CI has beside the clone."""
     root = Path(os.environ.get("MNISTKIT_SHARED", REPO_ROOT.parent / "shared")) / "datasets"
-    if not (root / "mnist-sample" / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"shared datasets not found at {root}")
+    found = (root / "mnist-sample" / "train-images-idx3-ubyte.gz").is_file()
+    require(found, f"the shared datasets ({root})", "clone beside ../shared or set MNISTKIT_SHARED")
     return root
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import socket
+from emulators import DATASET, PROJECT
 
-PROJECT = "test-project"
 REGION = "us-central1"
 MODEL_BUCKET = f"{PROJECT}-mnistkit-models"
 DATA_BUCKET = f"{PROJECT}-mnistkit-data"
 DATAFLOW_BUCKET = f"{PROJECT}-mnistkit-dataflow"
-DATASET = "mnist"
 WORKER_IMAGE = f"{REGION}-docker.pkg.dev/{PROJECT}/mnistkit/mnistkit-worker:v1"
 SUBNETWORK = f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/regions/{REGION}/subnetworks/mnistkit-{REGION}"
 WORKER_SA = f"mnistkit-worker@{PROJECT}.iam.gserviceaccount.com"
@@ -59,9 +57,3 @@ def terraform_outputs(**overrides) -> dict:
     }
     outputs.update(overrides)
     return outputs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

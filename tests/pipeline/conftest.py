@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from oracle import keras_probabilities
 from outputs import read_json_lines
 
 from mnistkit.pipeline.batch import PredictConfig, run_predict
@@ -41,13 +42,10 @@ def inputs(tmp_path_factory, test_rows) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def direct_probabilities(exported_model, test_rows) -> np.ndarray:
-    """The model's probabilities for the test split, called directly without Beam."""
-    from mnistkit.model_export.model import to_model_input
-    from mnistkit.pipeline.inference.savedmodel import ServingModel, resolve_model
-
-    keys, pixels = test_rows
-    probabilities, _ = ServingModel(resolve_model(str(exported_model)))(keys, to_model_input(pixels))
-    return probabilities
+    """The model's probabilities for the test split from its Keras file, called by Keras on raw
+    pixels scaled here: an oracle independent of the kit's model loading and input scaling."""
+    (version,) = [p for p in exported_model.iterdir() if p.name.isdigit()]
+    return keras_probabilities(version, test_rows[1])
 
 
 @pytest.fixture(scope="session")

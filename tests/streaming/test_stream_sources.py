@@ -1,5 +1,6 @@
 """Stream inputs: URI parsing, the watched folder's poll and stop rules, the Pub/Sub source as
-built (no emulator exists for it), the runner each source gets, and the file sink's names."""
+built (test_pubsub_stream.py runs it on the emulator), the runner each source gets, and the file
+sink's names."""
 
 from __future__ import annotations
 

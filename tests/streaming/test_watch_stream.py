@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from oracle import keras_probabilities, rolled_classes
 from streamtest import read_outputs
 
 from mnistkit.model_export.export import export_saved_model
-from mnistkit.pipeline.inference.savedmodel import ServingModel, resolve_model
+from mnistkit.pipeline.inference.savedmodel import resolve_model
 from mnistkit.pipeline.io.streams import StreamInputError
 from mnistkit.pipeline.streaming.pipeline import StreamConfig, run_stream
 from mnistkit.pipeline.streaming.simulate import FolderSink, dataset_rows
@@ -64,7 +65,10 @@ def test_rows_dropped_in_a_folder_are_scored_as_they_arrive_and_a_new_model_take
         time.sleep(0.1)
     wait_for(lambda: len(read_outputs(out).rows) == 38, "the rows sent before the export")
 
-    second_version = export_saved_model(trained_model.model, models, {"note": "v2"}, int(first_version.name) + 1)
+    # v2 has other weights (the output classes rolled by one), so every prediction changes at the swap.
+    second_version = export_saved_model(
+        rolled_classes(trained_model.model), models, {"note": "v2"}, int(first_version.name) + 1
+    )
     after = list(dataset_rows(images[40:60], 20, key_start=40))
     time.sleep(0.5)  # a model check is due by now; the next micro-batch loads the new version
     sink.send(after[:10])
@@ -82,11 +86,17 @@ def test_rows_dropped_in_a_folder_are_scored_as_they_arrive_and_a_new_model_take
     assert {rows[k]["model_version"] for k in range(40) if k in rows} == {first_version.name}
     assert {rows[k]["model_version"] for k in range(40, 60)} == {second_version.name}
 
-    # Predictions are the model's own, and every row's times are consistent.
+    # Predictions are each version's own (Keras on its model.keras), so a swap that changed only
+    # the label would fail here: v2's classes are v1's plus one.
     keys = np.array(sorted(rows))
-    probabilities, classes = ServingModel(str(first_version))(keys, images[keys].astype(np.float32) / 255)
-    assert [rows[k]["class"] for k in keys] == classes.tolist()
-    assert np.allclose([[rows[k][f"pred{d}"] for d in range(10)] for k in keys], probabilities, atol=1e-6)
+    by_version = {first_version.name: first_version, second_version.name: second_version}
+    for name, version in by_version.items():
+        served = [k for k in keys if rows[k]["model_version"] == name]
+        probabilities = keras_probabilities(version, images[served])
+        assert [rows[k]["class"] for k in served] == probabilities.argmax(axis=1).tolist()
+        assert np.allclose([[rows[k][f"pred{d}"] for d in range(10)] for k in served], probabilities, atol=1e-6)
+    v1_classes = keras_probabilities(first_version, images[40:60]).argmax(axis=1)
+    assert [rows[k]["class"] for k in range(40, 60)] == ((v1_classes + 1) % 10).tolist()
     for row in rows.values():
         event = datetime.fromisoformat(row["event_time"]).timestamp()
         predicted = datetime.fromisoformat(row["prediction_time"]).timestamp()
