@@ -120,9 +120,29 @@ def read_range(file_range: FileRange, fmt: str, batch_rows: int) -> Iterator[Raw
         yield from _batched(records, path, batch_rows)
 
 
+class _ShortReads:
+    """A decompressing reader whose read(n) returns what one step inflates (read1).
+
+    read(n) on gzip/bz2 files loops until it has n bytes, and a truncated stream raises there,
+    dropping the bytes it had already inflated; the rows before the damage must still be read.
+    """
+
+    def __init__(self, f: gzip.GzipFile | bz2.BZ2File) -> None:
+        self._f = f
+
+    def read(self, n: int) -> bytes:
+        return self._f.read1(n)
+
+    def __enter__(self) -> _ShortReads:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._f.close()
+
+
 _DECODERS = {
-    CompressionTypes.GZIP: lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
-    CompressionTypes.BZIP2: lambda raw: bz2.BZ2File(raw, mode="rb"),
+    CompressionTypes.GZIP: lambda raw: _ShortReads(gzip.GzipFile(fileobj=raw, mode="rb")),
+    CompressionTypes.BZIP2: lambda raw: _ShortReads(bz2.BZ2File(raw, mode="rb")),
 }
 
 

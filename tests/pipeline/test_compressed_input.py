@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from mnistkit.pipeline.io.files import FileRange, frame_tfrecord, read_range
 from mnistkit.pipeline.rows import DeadLetter, RawBatch, Reason
 
 PEAK_RSS_LIMIT = 1536 << 20
-LINES = [b"%d:%s" % (i, b",".join([b"0.5"] * 20)) for i in range(400)]
+LINES = [b"%d:%s" % (i, b",".join([b"0.%d" % (i * 7919 % 1000)] * 20)) for i in range(3000)]
 COMPRESSORS = {"gz": gzip.compress, "bz2": bz2.compress}
 
 
@@ -53,6 +54,9 @@ def test_a_truncated_archive_keeps_the_rows_before_the_cut_and_says_so(tmp_path_
     path.write_bytes(data[: int(len(data) * cut)])
     records, dead = read_all(path)
     assert records == LINES[: len(records)]
+    # What the intact prefix inflates to: every complete line in it is read.
+    inflated = (zlib.decompressobj(31) if suffix == "gz" else bz2.BZ2Decompressor()).decompress(path.read_bytes())
+    assert len(records) == inflated.count(b"\n")
     assert [(d.source, d.reason) for d in dead] == [(str(path), Reason.CORRUPT_FILE)]
     assert "truncated" in dead[0].detail and f"the {len(records)} records" in dead[0].detail
 
