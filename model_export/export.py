@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import time
 from collections.abc import Iterable
@@ -131,11 +132,15 @@ def latest_version(export_dir: str | os.PathLike) -> Path:
     return Path(newest)
 
 
+_VERSION = re.compile(r"[0-9]+")
+
+
 def newest_version(version_dirs: Iterable[str]) -> str | None:
     """The dir named with the largest number among `version_dirs` (paths or URIs); None if none is.
 
     Pure, so local export dirs (above) and gs:// ones listed through Beam (pipeline/inference/savedmodel.py)
     agree on which version is current.
     """
-    numbered = [(int(os.path.basename(d)), d) for d in version_dirs if os.path.basename(d).isdigit()]
+    # ASCII digits only: str.isdigit() also passes "١٢" or "²", which int() reads or refuses.
+    numbered = [(int(os.path.basename(d)), d) for d in version_dirs if _VERSION.fullmatch(os.path.basename(d))]
     return max(numbered)[1] if numbered else None

@@ -197,13 +197,15 @@ class Summary:
         """Write the summary where readers only ever see a whole one (a temp name, then a rename)."""
         data = json.dumps(self.to_dict(), indent=2).encode() + b"\n"
         temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with FileSystems.create(
-            temporary, mime_type="application/json", compression_type=CompressionTypes.UNCOMPRESSED
-        ) as f:
-            f.write(data)
         try:
+            with FileSystems.create(
+                temporary, mime_type="application/json", compression_type=CompressionTypes.UNCOMPRESSED
+            ) as f:
+                f.write(data)
             # os.rename replaces a local file atomically; a GCS rename is a copy over the old object.
             FileSystems.rename([temporary], [path])
         except BaseException:
-            FileSystems.delete([temporary])
+            # A full disk fails the write or the close: leave the previous summary, not a stray temp.
+            if FileSystems.exists(temporary):
+                FileSystems.delete([temporary])
             raise

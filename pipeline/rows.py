@@ -50,6 +50,8 @@ class Reason(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     INVALID_JSON = "invalid_json"
     BAD_TFRECORD = "bad_tfrecord"
+    # A compressed file that is truncated or damaged: its rows before the damage were read.
+    CORRUPT_FILE = "corrupt_file"
     UNKNOWN_FORMAT = "unknown_format"
     INFERENCE_ERROR = "inference_error"
 

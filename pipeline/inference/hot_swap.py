@@ -20,14 +20,17 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
+from mnistkit.model_export.model import NUM_CLASSES, NUM_PIXELS
 from mnistkit.pipeline.inference.handler import predict_rows
 from mnistkit.pipeline.inference.savedmodel import ModelError, ServingModel, local_copy, resolve_model, validate_model
 from mnistkit.pipeline.rows import ScoredBatch, StreamBatch
 
 __all__ = [
     "LatestModel",
+    "canary_problem",
     "StreamModelHandler",
 ]
 
@@ -37,17 +40,22 @@ _LOGGER = logging.getLogger(__name__)
 class LatestModel:
     """The newest valid version under a model URI, loaded, and re-resolved every `check_seconds`.
 
-    A version dir as the URI pins that version. A newer export that fails to load or breaks the
-    serving contract is logged and skipped (the current model keeps serving).
+    A version dir as the URI pins that version. A newer export that fails to copy or load,
+    breaks the serving contract, or answers a canary batch with non-finite or malformed output is
+    logged and not swapped in: the current model keeps serving, and the version is tried again
+    later (after `retry_seconds`, doubling up to an hour), since a version still being uploaded
+    looks the same as a broken one until it is complete.
     """
 
-    def __init__(self, uri: str, check_seconds: float) -> None:
+    def __init__(self, uri: str, check_seconds: float, retry_seconds: float = 60.0) -> None:
         self._uri = uri
         self._check_seconds = check_seconds
+        self._retry_seconds = retry_seconds
         self._version_uri = resolve_model(uri)
         self._model = ServingModel(local_copy(self._version_uri))
         self._checked_at = time.monotonic()
-        self._rejected: set[str] = set()
+        # Versions that failed: when each may be tried again, and its current back-off.
+        self._retry_at: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -72,18 +80,38 @@ class LatestModel:
         except ModelError as exc:
             _LOGGER.warning("Keeping model %s: %s", self._version_uri, exc)
             return
-        if newest == self._version_uri or newest in self._rejected:
+        if newest == self._version_uri:
+            return
+        retry_at, backoff = self._retry_at.get(newest, (0.0, self._retry_seconds / 2))
+        if time.monotonic() < retry_at:
             return
         try:
             validate_model(newest)
             model = ServingModel(local_copy(newest))
+            canary_problem(model)
         except Exception as exc:  # ModelError, or TensorFlow's zoo of types for unreadable SavedModels
-            self._rejected.add(newest)
-            _LOGGER.error("Not serving %s (keeping %s): %s", newest, self._version_uri, exc)
+            backoff = min(backoff * 2, 3600.0)
+            self._retry_at[newest] = (time.monotonic() + backoff, backoff)
+            _LOGGER.error("Not serving %s (keeping %s, retry in %.0f s): %s", newest, self._version_uri, backoff, exc)
             return
+        self._retry_at.pop(newest, None)
         with self._lock:
             self._model, self._version_uri = model, newest
         _LOGGER.warning("Now serving model version %s", newest)
+
+
+def canary_problem(model: ServingModel) -> None:
+    """Raise ModelError unless `model` answers a small fixed batch with finite probabilities."""
+    rng = np.random.default_rng(0)
+    images = np.concatenate([np.zeros((1, NUM_PIXELS)), np.ones((1, NUM_PIXELS)), rng.random((6, NUM_PIXELS))])
+    probabilities, classes = model(np.arange(8, dtype=np.int64), images.astype(np.float32))
+    probabilities, classes = np.asarray(probabilities), np.asarray(classes)
+    if probabilities.shape != (8, NUM_CLASSES) or classes.shape != (8,):
+        raise ModelError(f"canary batch: outputs of shape {probabilities.shape} and {classes.shape}")
+    if not np.isfinite(probabilities).all():
+        raise ModelError("canary batch: non-finite probabilities")
+    if ((classes < 0) | (classes >= NUM_CLASSES)).any():
+        raise ModelError("canary batch: a class outside 0..9")
 
 
 # One LatestModel per export dir (and check period) and process. Beam's own cache (`Shared`)

@@ -30,6 +30,7 @@ __all__ = [
     "ModelError",
     "ModelInfo",
     "ServingModel",
+    "cache_root",
     "local_copy",
     "read_signature",
     "resolve_model",
@@ -88,38 +89,109 @@ def _match(pattern: str) -> list:
         raise ModelError(f"Cannot list {pattern}: {exc}") from exc
 
 
+def cache_root() -> str:
+    """This user's private model cache: `$XDG_CACHE_HOME/mnistkit/models` (else ~/.cache/...), 0700.
+
+    Not the shared temp dir: there another user could plant a "model" under the name a worker
+    would pick, or read the one it copied.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    root = os.path.join(base, "mnistkit", "models")
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    info = os.stat(root)
+    if info.st_uid != os.getuid():
+        raise ModelError(f"The model cache {root} belongs to another user; remove it or set XDG_CACHE_HOME.")
+    if info.st_mode & 0o077:
+        os.chmod(root, 0o700)
+    return root
+
+
 def local_copy(version_uri: str) -> str:
     """A local directory holding the model at `version_uri` (the directory itself when local).
 
-    Remote versions are copied once per machine into the temp dir and reused: an exported version
-    never changes. Concurrent workers copy into private dirs and rename, so none sees a half copy.
+    Remote versions are copied into the user's private cache (cache_root), under a name made of
+    the URI and every object's name, size and time, so a version re-uploaded under the same name
+    is copied again. Each copy holds a manifest (names, sizes, SHA-256) and is checked against it
+    before use; a copy that fails the check is replaced. Objects are copied into a private dir and
+    renamed, so no worker sees a half copy, and one that fails (a full disk) leaves nothing behind.
+    An object name that would land outside the copy (`1/../../x`, an absolute path) is refused.
     """
     if FileSystems.get_filesystem(version_uri).scheme() == "file":
         return version_uri
-    cache_root = os.path.join(tempfile.gettempdir(), "mnistkit-models")
-    target = os.path.join(cache_root, hashlib.sha256(version_uri.encode()).hexdigest()[:24])
+    root = cache_root()
+    objects = sorted(
+        (_relative_name(version_uri, m.path), m.path, m.size_in_bytes, m.last_updated_in_seconds)
+        for m in _match(FileSystems.join(version_uri, "**"))
+        # A name ending in "/" is a folder placeholder some tools write, not a file.
+        if not m.path.endswith("/")
+    )
+    identity = json.dumps([version_uri, [(name, size, updated) for name, _, size, updated in objects]])
+    target = os.path.join(root, hashlib.sha256(identity.encode()).hexdigest()[:32])
     if os.path.isdir(target):
-        return target
-    os.makedirs(cache_root, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=cache_root, prefix=".copy-")
+        if _matches_manifest(target):
+            return target
+        _LOGGER.warning("Model copy %s does not match its manifest; copying %s again", target, version_uri)
+        shutil.rmtree(target, ignore_errors=True)
+    staging = tempfile.mkdtemp(dir=root, prefix=".copy-")
     try:
-        for metadata in _match(FileSystems.join(version_uri, "**")):
-            relative = metadata.path[len(version_uri) :].lstrip("/")
-            destination = os.path.join(staging, relative)
+        manifest = {}
+        for name, path, _, _ in objects:
+            destination = os.path.join(staging, name)
             os.makedirs(os.path.dirname(destination), exist_ok=True)
+            digest = hashlib.sha256()
             # UNCOMPRESSED: a file that merely ends in .gz must be copied byte for byte.
-            with FileSystems.open(metadata.path, compression_type=CompressionTypes.UNCOMPRESSED) as src:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as src:
                 with open(destination, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 4 << 20)
+                    while block := src.read(4 << 20):
+                        digest.update(block)
+                        dst.write(block)
+            manifest[name] = [os.path.getsize(destination), digest.hexdigest()]
+        with open(os.path.join(staging, _MANIFEST), "w") as f:
+            json.dump(manifest, f)
         os.rename(staging, target)
-    except OSError:
+    except OSError as exc:
         if not os.path.isdir(target):
-            raise
+            raise ModelError(f"Cannot copy model {version_uri} to {root}: {exc}") from exc
         # Another worker finished the same copy first; theirs is as good as ours.
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _LOGGER.info("Copied model %s to %s", version_uri, target)
     return target
+
+
+_MANIFEST = ".mnistkit-manifest.json"
+
+
+def _relative_name(version_uri: str, path: str) -> str:
+    """`path` relative to `version_uri`, refused unless it names a file inside the copy."""
+    base = version_uri.rstrip("/") + "/"
+    relative = path[len(base) :]
+    parts = relative.split("/")
+    # An empty part too: `1//x` is not `1/x`, and `1//etc/x` must not become an absolute path.
+    if not path.startswith(base) or any(p in ("", ".", "..") for p in parts):
+        raise ModelError(f"Refusing to copy {path!r}: its name leads outside the model version {version_uri}.")
+    if "\\" in relative or "\0" in relative or relative == _MANIFEST:
+        raise ModelError(f"Refusing to copy {path!r}: not a plain object name.")
+    return os.path.join(*parts)
+
+
+def _matches_manifest(target: str) -> bool:
+    try:
+        with open(os.path.join(target, _MANIFEST)) as f:
+            manifest = json.load(f)
+        for name, (size, sha256) in manifest.items():
+            path = os.path.join(target, name)
+            if os.path.getsize(path) != size:
+                return False
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                while block := f.read(4 << 20):
+                    digest.update(block)
+            if digest.hexdigest() != sha256:
+                return False
+        return True
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 class ServingModel:

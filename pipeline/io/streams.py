@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -131,7 +130,7 @@ def write_jsonl(folder: str, prefix: str, first_event: float, content_id: str, l
     """Write `lines` to `folder/PREFIX-<UTC time of first_event>-<content_id>.jsonl`, atomically.
 
     With a time and an id that depend only on the rows, a retried bundle rewrites the same file
-    instead of adding a copy (errors files, named by their write time, may be written twice).
+    instead of adding a copy.
     The file is written under a hidden name and renamed, so a reader never sees half of it.
     """
     name = f"{prefix}-{datetime.fromtimestamp(first_event, UTC):%Y%m%dT%H%M%S.%f}-{content_id}.jsonl"
@@ -183,10 +182,12 @@ def _make_local_folder(folder: str) -> None:
         os.makedirs(folder, exist_ok=True)
 
 
-def write_dead_letters(folder: str, dead: list[DeadLetter]) -> None:
-    """One `errors-*.jsonl` file for `dead` (counted as rejected, by reason)."""
-    content = _content_id(*(f"{d.source}\0{d.raw}\0".encode() for d in dead))
-    write_jsonl(folder, "errors", time.time(), content, [d.to_json() for d in dead])
+def write_dead_letters(folder: str, dead: list[DeadLetter], event_time: float) -> None:
+    """One `errors-*.jsonl` file for `dead` (counted as rejected, by reason), named by `event_time`
+    (the event time of the rows they came from, not the time of writing) and their content, so a
+    retried bundle rewrites the same file."""
+    content = _content_id(*(f"{d.source}\0{d.reason}\0{d.detail}\0{d.raw}\0".encode() for d in dead))
+    write_jsonl(folder, "errors", event_time, content, [d.to_json() for d in dead])
     for letter in dead:
         accounting.count_rejected(letter.reason)
 
@@ -200,8 +201,8 @@ class _WriteDeadLetters(beam.DoFn):
     def setup(self) -> None:
         _make_local_folder(self._folder)
 
-    def process(self, dead: list[DeadLetter]) -> None:
-        write_dead_letters(self._folder, dead)
+    def process(self, dead: list[DeadLetter], timestamp=beam.DoFn.TimestampParam) -> None:
+        write_dead_letters(self._folder, dead, _event_seconds(timestamp))
 
 
 class _WritePredictions(beam.DoFn):
@@ -225,7 +226,13 @@ class _WritePredictions(beam.DoFn):
             for row in rows:
                 accounting.record_latency(row[LATENCY_MS])
         if dead:
-            write_dead_letters(self._errors_folder, dead)
+            write_dead_letters(self._errors_folder, dead, float(scored.batch.event_times.min()))
+
+
+def _event_seconds(timestamp: Any) -> float:
+    """A Beam element timestamp in epoch seconds; 0 for the global window's bounds (no event time)."""
+    seconds = timestamp.micros / 1e6
+    return seconds if 0 <= seconds < 253402300800 else 0.0
 
 
 def _write_dead_letter_lists(lists: list[beam.PCollection], folder: str) -> None:
