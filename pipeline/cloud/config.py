@@ -72,6 +72,7 @@ class CloudConfig:
     predictions_table: str | None = _setting("BigQuery predictions table", "predictions_table")
     bigquery_read_method: str = _setting("DIRECT_READ or EXPORT", "bigquery_read_method", "DIRECT_READ")
     worker_service_account: str | None = _setting("Dataflow worker service account", "worker_service_account")
+    training_service_account: str | None = _setting("Vertex AI training service account", "training_service_account")
     subnetwork: str | None = _setting("Worker subnetwork (self link)", "subnetwork")
     use_public_ips: bool = _setting("Give workers public IPs", "use_public_ips", False, bool)
     artifact_registry_repo: str | None = _setting("Docker repository for worker images", "artifact_registry_repo")
