@@ -20,10 +20,12 @@ def user_error_types() -> tuple[type[Exception], ...]:
     behind them) load only then and `mnistkit --help` stays fast.
     """
     from mnistkit.model_export.datasets import DatasetError
+    from mnistkit.model_export.distributed import ClusterError
     from mnistkit.model_export.evaluate import EvaluationError
     from mnistkit.pipeline.batch import OutputExistsError
     from mnistkit.pipeline.cloud.config import ConfigError
     from mnistkit.pipeline.cloud.doctor import QuotaError
+    from mnistkit.pipeline.cloud.training import VertexJobError
     from mnistkit.pipeline.cloud.vertex import VertexError
     from mnistkit.pipeline.inference.remote import EndpointError
     from mnistkit.pipeline.inference.savedmodel import ModelError
@@ -45,6 +47,8 @@ def user_error_types() -> tuple[type[Exception], ...]:
         ConfigError,
         QuotaError,
         VertexError,
+        ClusterError,
+        VertexJobError,
         FileNotFoundError,
     )
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from mnistkit.cli.errors import user_errors
-from mnistkit.cli.options import data_dir_option, dataset_option
+from mnistkit.cli.options import data_dir_option, dataset_option, resolve_config, settings_option
 
 __all__ = ["COMMANDS"]
 
@@ -26,7 +26,13 @@ def _export(model, export_dir: Path, metadata: dict) -> Path:
 @dataset_option
 @data_dir_option
 @click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="Passes over the train split.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=128,
+    show_default=True,
+    help="The global batch: with several workers each takes an equal share of it.",
+)
 @click.option(
     "--learning-rate",
     type=float,
@@ -52,39 +58,144 @@ def _export(model, export_dir: Path, metadata: dict) -> Path:
     type=click.Path(file_okay=False, path_type=Path),
     help="Also export a versioned SavedModel here (<export-dir>/<unix-timestamp>/), ready to predict with.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Data-parallel training processes (MultiWorkerMirroredStrategy), one of them the chief: "
+    "here on loopback ports, or the replicas of a --vertex job.",
+)
+@click.option(
+    "--training-data",
+    help="TFRecord shards with dataset.json (`mnistkit convert --for-training`) to train from; "
+    "gs://… for --vertex. Default with --workers > 1: the dataset, written to OUTPUT_DIR/data first.",
+)
+@click.option(
+    "--max-restarts",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Local cluster: restart every worker this often when one dies; they resume at the epoch of the last backup.",
+)
+@click.option("--vertex", is_flag=True, help="Train on Vertex AI as a CustomJob instead of on this machine.")
+@click.option("--machine-type", default="n1-standard-4", show_default=True, help="Vertex AI: each replica's machine.")
+@click.option("--accelerator", metavar="TYPE:COUNT", help="Vertex AI: GPUs per replica, e.g. NVIDIA_TESLA_T4:1.")
+@click.option("--image", help="Vertex AI: the container (default: the worker_image setting).")
+@click.option("--job-name", help="Vertex AI: job name (default: mnistkit-train-<UTC time>).")
+@click.option("--dry-run", is_flag=True, help="Vertex AI: print the CustomJob spec instead of submitting it.")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Vertex AI: follow the job to its end.")
+@settings_option
 @user_errors
-def train(dataset, data_dir, epochs, batch_size, learning_rate, seed, max_train_samples, output_dir, export_dir):
+def train(
+    dataset, data_dir, epochs, batch_size, learning_rate, seed, max_train_samples, output_dir, export_dir, **cluster
+):
     """Train the CNN, evaluate it on the test split, and record metrics.
 
     \b
     Example:
       mnistkit train --dataset fashion-mnist --epochs 3 --export-dir models/
+      mnistkit train --workers 2 --epochs 5 --export-dir models/
+      mnistkit train --vertex --workers 4 --training-data gs://BUCKET/training/mnist --dry-run
       tensorboard --logdir work/train/tensorboard
     """
     from mnistkit.model_export.train import TrainConfig
+
+    config = TrainConfig(
+        dataset=dataset,
+        data_dir=str(data_dir) if data_dir else None,
+        output_dir=output_dir,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        learning_rate=learning_rate,
+        max_train_samples=max_train_samples,
+        # A live progress bar on terminals; one line per epoch in logs and CI.
+        verbose="auto" if sys.stdout.isatty() else 2,
+        training_data=cluster["training_data"],
+        export_dir=str(export_dir) if export_dir else None,
+    )
+    if cluster["vertex"]:
+        _train_on_vertex(config, **cluster)
+    elif cluster["workers"] > 1 or cluster["training_data"]:
+        _train_on_local_cluster(config, cluster["workers"], cluster["max_restarts"])
+    else:
+        _train_here(config)
+
+
+def _train_here(config) -> None:
     from mnistkit.model_export.train import train as run_training
 
-    result = run_training(
-        TrainConfig(
-            dataset=dataset,
-            data_dir=str(data_dir) if data_dir else None,
-            output_dir=output_dir,
-            epochs=epochs,
-            batch_size=batch_size,
-            seed=seed,
-            learning_rate=learning_rate,
-            max_train_samples=max_train_samples,
-            # A live progress bar on terminals; one line per epoch in logs and CI.
-            verbose="auto" if sys.stdout.isatty() else 2,
-        )
-    )
+    result = run_training(config)
     timings = result.metrics["timings"]
     click.echo(
         f"Test accuracy {result.test_accuracy:.4f} on {result.metrics['test_samples']} images "
         f"({timings['train_seconds']:.0f} s training). Artefacts in {result.output_dir}/"
     )
-    if export_dir:
-        _export(result.model, export_dir, _export_metadata(result.metrics))
+    if config.export_dir:
+        _export(result.model, Path(config.export_dir), _export_metadata(result.metrics))
+
+
+def _train_on_local_cluster(config, workers: int, max_restarts: int) -> None:
+    from dataclasses import replace
+
+    from mnistkit.model_export.distributed import run_local_cluster
+
+    if not config.training_data:
+        from mnistkit.pipeline.io.training_shards import write_training_shards
+
+        shards = write_training_shards(
+            config.dataset,
+            str(config.output_dir / "data"),
+            config.data_dir,
+            shards=max(4, workers),
+            max_train_samples=config.max_train_samples,
+        )
+        click.echo(f"Wrote training shards: {', '.join(f'{s} {n:,}' for s, n in shards.rows.items())} rows")
+        config = replace(config, training_data=str(config.output_dir / "data"))
+    run = run_local_cluster(config, workers, max_restarts=max_restarts, chief_output=sys.stdout)
+    metrics = run.metrics
+    click.echo(
+        f"Test accuracy {metrics['test']['accuracy']:.4f} on {metrics['test_samples']} images with {workers} "
+        f"worker(s), global batch {metrics['cluster']['global_batch_size']} "
+        f"({metrics['timings']['train_seconds']:.0f} s training, {run.restarts} restart(s)). "
+        f"Artefacts in {run.output_dir}/"
+    )
+    if "export" in metrics:
+        click.echo(f"Exported SavedModel: {metrics['export']}")
+
+
+def _train_on_vertex(
+    config, *, workers, machine_type, accelerator, image, job_name, dry_run, wait, settings, **_
+) -> None:
+    from mnistkit.pipeline.cloud.launch import default_job_name
+    from mnistkit.pipeline.cloud.training import VertexTraining, custom_job_spec, launch_training
+
+    accelerator_type, count = None, 0
+    if accelerator:
+        accelerator_type, sep, count_text = accelerator.partition(":")
+        if not sep or not count_text.isdigit() or int(count_text) < 1:
+            raise click.BadParameter(f"expected TYPE:COUNT, got {accelerator!r}", param_hint="--accelerator")
+        count = int(count_text)
+    vertex = VertexTraining(
+        job_name=job_name or default_job_name("mnistkit-train"),
+        workers=workers,
+        machine_type=machine_type,
+        accelerator_type=accelerator_type,
+        accelerator_count=count,
+        image=image,
+    )
+    cloud = resolve_config(settings)
+    if dry_run:
+        click.echo(json.dumps(custom_job_spec(cloud, config, vertex), indent=2))
+        return
+
+    def report(job) -> None:
+        click.echo(f"CustomJob {job.job_id}: {job.state.removeprefix('JOB_STATE_')}  {job.console_url}")
+
+    job = launch_training(cloud, config, vertex, wait=wait, on_state=report)
+    if job.state == "JOB_STATE_SUCCEEDED":
+        click.echo(f"Trained; the export is under {cloud.model_uri or cloud.model_bucket.rstrip('/') + '/mnist'}")
 
 
 @click.command()

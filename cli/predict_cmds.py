@@ -278,6 +278,19 @@ def _predict_on_dataflow(config: Any, *, wait: bool, **options: Any) -> Any:
     show_envvar=True,
     help="Split the output into N files (NAME-00000-of-0000N.EXT), so N workers can read a TFRecord input.",
 )
+@click.option(
+    "--for-training",
+    is_flag=True,
+    help="With --dataset: write training data instead, --output being a folder (local or gs://): "
+    "train/validation/test TFRecord shards with labels and dataset.json, for `mnistkit train --training-data`.",
+)
+@click.option(
+    "--validation-samples",
+    type=click.IntRange(min=0),
+    default=0,
+    show_envvar=True,
+    help="With --for-training: hold out the last N train images as the validation split.",
+)
 @user_errors
 def convert(
     input_uri: str | None,
@@ -291,6 +304,8 @@ def convert(
     key_start: int,
     repeat: int,
     shards: int,
+    for_training: bool,
+    validation_samples: int,
 ) -> None:
     """Write MNIST rows as text (`key:v1,...,v784`), JSON lines or TFRecord.
 
@@ -301,6 +316,9 @@ def convert(
     Example:
       mnistkit convert --dataset mnist --split test --output data/test.txt.gz
     """
+    if for_training:
+        _convert_for_training(dataset, data_dir, output, shards, validation_samples, limit)
+        return
     from mnistkit.pipeline.io.formats import convert, detect_format
 
     result = convert(
@@ -320,6 +338,21 @@ def convert(
     if result.rejected:
         skipped = ", ".join(f"{reason} {n:,}" for reason, n in sorted(result.rejected.items()))
         click.echo(f"Skipped {sum(result.rejected.values()):,} malformed rows: {skipped}", err=True)
+
+
+def _convert_for_training(
+    dataset: str | None, data_dir: str | None, output: str, shards: int, validation_samples: int, limit: int | None
+) -> None:
+    from mnistkit.pipeline.io.training_shards import write_training_shards
+
+    if not dataset:
+        raise click.UsageError("--for-training needs --dataset (the labels come from the dataset).")
+    written = write_training_shards(
+        dataset, output, data_dir, shards=shards, validation_samples=validation_samples, max_train_samples=limit
+    )
+    for split, files in written.files.items():
+        click.echo(f"Wrote {written.rows[split]:,} {split} rows to {len(files)} file(s)")
+    click.echo(f"Wrote {written.manifest_path}")
 
 
 COMMANDS = [predict, convert]

@@ -41,6 +41,11 @@ class TrainConfig:
     # Caps the training set for quick demos and tests; None trains on all of it.
     max_train_samples: int | None = None
     verbose: int | str = "auto"
+    # Distributed training (model_export/distributed.py): a folder of TFRecord shards with its
+    # dataset.json, where the chief exports, and how often (batches) a worker notes its progress.
+    training_data: str | None = None
+    export_dir: str | None = None
+    progress_every: int = 10
 
 
 @dataclass
@@ -144,10 +149,12 @@ def plot_training_curve(metrics: dict[str, Any], path: os.PathLike) -> None:
 
     plt = pyplot()
     epochs = [e["epoch"] for e in metrics["epochs"]]
+    # Distributed runs watch a validation split when their training data has one.
+    watched = "validation" if metrics["epochs"] and "validation_loss" in metrics["epochs"][0] else "test"
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
         ax.plot(epochs, [e[key] for e in metrics["epochs"]], marker="o", label="train")
-        ax.plot(epochs, [e[f"test_{key}"] for e in metrics["epochs"]], marker="o", label="test")
+        ax.plot(epochs, [e[f"{watched}_{key}"] for e in metrics["epochs"]], marker="o", label=watched)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)

@@ -87,6 +87,7 @@ class CloudConfig:
     )
     bigquery_read_method: str = _setting("DIRECT_READ or EXPORT", "bigquery_read_method", "DIRECT_READ")
     worker_service_account: str | None = _setting("Dataflow worker service account", "worker_service_account")
+    training_service_account: str | None = _setting("Vertex AI training service account", "training_service_account")
     subnetwork: str | None = _setting("Worker subnetwork (self link)", "subnetwork")
     # Kept as a setting so that an override (--set, env, config file) is refused by the launch
     # guard with a reason instead of being an unknown name: launches always pass --no_use_public_ips.

@@ -49,6 +49,7 @@ __all__ = [
     "Launch",
     "LaunchRefused",
     "build_code_wheel",
+    "code_wheel_name",
     "console_url",
     "dataflow_args",
     "default_errors_output",
@@ -232,6 +233,10 @@ def console_url(project: str, region: str, job_id: str) -> str:
     return f"https://console.cloud.google.com/dataflow/jobs/{region}/{job_id}?project={project}"
 
 
+def code_wheel_name() -> str:
+    return f"{DIST_NAME}-{importlib.metadata.version('mnist-dataflow-kit')}-py3-none-any.whl"
+
+
 def build_code_wheel(out_dir: Path, packages: Sequence[str] = CODE_PACKAGES) -> Path:
     """A pure-Python wheel of the kit's worker code, with no dependencies declared.
 
@@ -261,7 +266,7 @@ def build_code_wheel(out_dir: Path, packages: Sequence[str] = CODE_PACKAGES) -> 
     writer.writerow([f"{dist_info}/RECORD", "", ""])
     files[f"{dist_info}/RECORD"] = record.getvalue().encode()
     out_dir.mkdir(parents=True, exist_ok=True)
-    wheel = out_dir / f"{DIST_NAME}-{version}-py3-none-any.whl"
+    wheel = out_dir / code_wheel_name()
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in files.items():
             # A fixed timestamp makes the wheel a pure function of the code.

@@ -21,6 +21,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from mnistkit.model_export.model import NUM_PIXELS, to_model_input
+from mnistkit.model_export.training_data import LABEL_FEATURE
 from mnistkit.pipeline.choices import FORMATS
 from mnistkit.pipeline.io.files import FileRange, frame_tfrecord, match_files, read_range
 from mnistkit.pipeline.io.parsing import PARSERS
@@ -104,25 +105,28 @@ def encode_jsonl(keys: np.ndarray, pixels: np.ndarray) -> bytes:
     return b"\n".join(lines) + b"\n" if lines else b""
 
 
-def encode_tfrecord(keys: np.ndarray, pixels: np.ndarray) -> bytes:
-    """Rows as TFRecord frames of tf.train.Example with `key` int64 and `image` 784 raw bytes."""
+def encode_tfrecord(keys: np.ndarray, pixels: np.ndarray, labels: np.ndarray | None = None) -> bytes:
+    """Rows as TFRecord frames of tf.train.Example with `key` int64 and `image` 784 raw bytes.
+
+    With `labels`, each Example also gets `label` int64 (training shards); predict ignores it.
+    """
     import tensorflow as tf
 
     frames = []
-    for key, row in zip(keys.tolist(), pixels, strict=True):
-        example = tf.train.Example(
-            features=tf.train.Features(
-                feature={
-                    "key": tf.train.Feature(int64_list=tf.train.Int64List(value=[key])),
-                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[row.tobytes()])),
-                }
-            )
-        )
+    label_list = [None] * len(keys) if labels is None else labels.tolist()
+    for key, row, label in zip(keys.tolist(), pixels, label_list, strict=True):
+        feature = {
+            "key": tf.train.Feature(int64_list=tf.train.Int64List(value=[key])),
+            "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[row.tobytes()])),
+        }
+        if label is not None:
+            feature[LABEL_FEATURE] = tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
+        example = tf.train.Example(features=tf.train.Features(feature=feature))
         frames.append(frame_tfrecord(example.SerializeToString()))
     return b"".join(frames)
 
 
-ENCODERS: dict[str, Callable[[np.ndarray, np.ndarray], bytes]] = {
+ENCODERS: dict[str, Callable[..., bytes]] = {
     "text": encode_text,
     "jsonl": encode_jsonl,
     "tfrecord": encode_tfrecord,
@@ -138,8 +142,11 @@ def shard_paths(output: str, shards: int) -> list[str]:
     return [f"{head}{stem}-{i:05d}-of-{shards:05d}{dot}{extension}" for i in range(shards)]
 
 
-def write_rows(output: str, fmt: str, chunks: Iterable[tuple[np.ndarray, np.ndarray]], shards: int = 1) -> list[str]:
+def write_rows(output: str, fmt: str, chunks: Iterable[tuple[np.ndarray, ...]], shards: int = 1) -> list[str]:
     """Write (keys, uint8 pixels [n, 784]) chunks as `fmt`, rows dealt round-robin over `shards` files.
+
+    A chunk may carry more per-row columns after the pixels (a TFRecord's labels), passed on to
+    the format's encoder.
 
     Each file appears only once complete (written under a temporary name, then renamed);
     a .gz name gets gzip compression.
@@ -152,10 +159,10 @@ def write_rows(output: str, fmt: str, chunks: Iterable[tuple[np.ndarray, np.ndar
         for tmp, path in zip(temporary, paths, strict=True)
     ]
     try:
-        for keys, pixels in chunks:
+        for keys, pixels, *columns in chunks:
             pixels = pixels.reshape(len(pixels), NUM_PIXELS)
             for shard, f in enumerate(files):
-                f.write(encode(keys[shard::shards], pixels[shard::shards]))
+                f.write(encode(keys[shard::shards], pixels[shard::shards], *(c[shard::shards] for c in columns)))
     except BaseException:
         for f in files:
             f.close()

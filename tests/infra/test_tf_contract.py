@@ -182,7 +182,12 @@ def test_no_primitive_roles_anywhere():
 
 WORKER_BASE_ROLES = {"roles/dataflow.worker", "roles/bigquery.jobUser"}
 READ_SESSION_USER = "roles/bigquery.readSessionUser"
-LAUNCHER_PROJECT_ROLES = {"roles/dataflow.developer", "roles/bigquery.jobUser", "roles/cloudbuild.builds.editor"}
+LAUNCHER_PROJECT_ROLES = {
+    "roles/dataflow.developer",
+    "roles/bigquery.jobUser",
+    "roles/cloudbuild.builds.editor",
+    "roles/aiplatform.user",
+}
 IAM_RESOURCE = re.compile(r"^google_.*_iam_(member|binding|policy|audit_config)$")
 
 
@@ -327,6 +332,7 @@ EXACT_ACCESS = {
         *(f"{PROJECT} {r}" for r in LAUNCHER_PROJECT_ROLES),
         "service_account:worker roles/iam.serviceAccountUser",
         "service_account:cloudbuild roles/iam.serviceAccountUser",
+        "service_account:training roles/iam.serviceAccountUser",
         f"{DATA} roles/storage.objectUser",
         f"{DATAFLOW} roles/storage.objectUser",
         f"{MODELS} roles/storage.objectViewer",
@@ -499,17 +505,19 @@ def rtype_scope(rtype: str) -> str:
     }[rtype]
 
 
-def test_act_as_is_granted_on_the_worker_and_builder_accounts_only(modules, wired_access):
+def test_act_as_is_granted_on_the_worker_builder_and_training_accounts_only(modules, wired_access):
     acts = {g for grants in wired_access.values() for g in grants if "serviceAccountUser" in g}
     assert acts == {
         "service_account:worker roles/iam.serviceAccountUser",
         "service_account:cloudbuild roles/iam.serviceAccountUser",
+        "service_account:training roles/iam.serviceAccountUser",
     }
     assert _holders(wired_access, "service_account:worker", {"roles/iam.serviceAccountUser"}) == {LAUNCHER}
     iam = modules["iam"]
     assert iam["locals"]["service_accounts"] == {
         "worker": "${google_service_account.worker.name}",
         "cloudbuild": "${google_service_account.cloudbuild.name}",
+        "training": "${google_service_account.training.name}",
     }
     assert iam["resource"]["google_service_account_iam_member"]["this"]["service_account_id"] == (
         "${local.service_accounts[each.value.name]}"

@@ -38,7 +38,8 @@ locals {
     # Vertex AI custom jobs and Cloud Build write their logs as the job's own account.
     training   = ["roles/logging.logWriter"]
     cloudbuild = ["roles/logging.logWriter"]
-    launcher   = ["roles/dataflow.developer", "roles/bigquery.jobUser", "roles/cloudbuild.builds.editor"]
+    # aiplatform.user: create and follow Vertex AI custom jobs (`mnistkit train --vertex`).
+    launcher = ["roles/dataflow.developer", "roles/bigquery.jobUser", "roles/cloudbuild.builds.editor", "roles/aiplatform.user"]
   }
 
   # Resource names by scope; grants name them by these fixed keys so that adding a member or
@@ -50,7 +51,7 @@ locals {
     repository      = { images = var.artifact_registry.repository }
     topic           = { input = var.pubsub.input_topic, dead_letter = var.pubsub.dead_letter_topic }
     subscription    = { input = var.pubsub.input_subscription, dead_letter = var.pubsub.dead_letter_subscription }
-    service_account = { worker = "worker", cloudbuild = "cloudbuild" }
+    service_account = { worker = "worker", cloudbuild = "cloudbuild", training = "training" }
   }
 
   # What each launcher_members entry gets: [scope, target key, role, condition key or null].
@@ -59,6 +60,8 @@ locals {
     [
       ["service_account", "worker", "roles/iam.serviceAccountUser", null],
       ["service_account", "cloudbuild", "roles/iam.serviceAccountUser", null],
+      # Vertex AI custom jobs run as the training account (it alone writes the model bucket).
+      ["service_account", "training", "roles/iam.serviceAccountUser", null],
       # Upload inputs, stage code and build contexts, read and clean up results.
       ["bucket", "data", "roles/storage.objectUser", null],
       ["bucket", "dataflow", "roles/storage.objectUser", null],
@@ -143,8 +146,12 @@ locals {
     },
     { for m in setunion(var.launcher_members, var.model_publisher_members, var.image_pusher_members) : m => m },
   )
-  service_accounts = { worker = google_service_account.worker.name, cloudbuild = google_service_account.cloudbuild.name }
-  by_scope         = { for scope in keys(local.targets) : scope => { for k, g in local.grants : k => g if g.scope == scope } }
+  service_accounts = {
+    worker     = google_service_account.worker.name
+    cloudbuild = google_service_account.cloudbuild.name
+    training   = google_service_account.training.name
+  }
+  by_scope = { for scope in keys(local.targets) : scope => { for k, g in local.grants : k => g if g.scope == scope } }
 }
 
 resource "google_project_iam_member" "this" {
@@ -210,8 +217,8 @@ resource "google_pubsub_subscription_iam_member" "this" {
   member       = local.members[each.value.who]
 }
 
-# Launching a job as the worker SA, or a build as the builder, needs actAs on that one account,
-# not on the project.
+# Launching a job as the worker SA, a build as the builder, or a Vertex AI job as the training
+# SA needs actAs on that one account, not on the project.
 resource "google_service_account_iam_member" "this" {
   for_each = local.by_scope.service_account
 
