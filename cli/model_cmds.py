@@ -27,7 +27,7 @@ def _export(model, export_dir: Path, metadata: dict) -> Path:
 arch_option = click.option(
     "--arch",
     type=click.Choice(sorted(ARCHITECTURES)),
-    help="PyTorch network: cnn (the kit's CNN, the default) or mlp (the GPU recipe's Fashion-MNIST MLP).",
+    help="PyTorch network: cnn (the kit's CNN; train's default) or mlp (the GPU recipe's Fashion-MNIST MLP).",
 )
 
 

@@ -10,9 +10,7 @@ the trained weights as ``state_dict.pt`` for ``mnistkit export --from-pytorch``.
 from __future__ import annotations
 
 import json
-import sys
 import time
-import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -177,10 +175,9 @@ def _no_bar(progress: bool | None) -> bool | None:
 
 
 def _tensorboard_writers(log_dir: Path) -> dict[str, Any]:
-    # torch.utils.tensorboard imports TensorFlow when it is installed, only for tf.io.gfile: 2.5 s and
-    # TensorFlow's thread pools in a PyTorch process. TensorBoard's own switch to its TF stub
-    # (tensorboard.compat.notf, what its TF-free build ships) writes the same event files.
-    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    # torch.utils.tensorboard imports TensorFlow where it is installed (~2.5 s, for tf.io.gfile).
+    # TensorBoard's switch to its TF stub (a `tensorboard.compat.notf` module) would avoid that,
+    # but it holds for the whole process, and Keras' own TensorBoard callback then cannot start.
     from torch.utils.tensorboard import SummaryWriter
 
     return {name: SummaryWriter(log_dir=str(log_dir / name)) for name in ("train", "validation")}
