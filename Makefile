@@ -9,6 +9,8 @@ MNISTKIT := $(VENV)/bin/mnistkit
 # Re-install only when the dependency list changes, so `make demo`/`make test` stay fast on re-runs.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 SHARED ?= $(abspath ../shared)
+# Where torch==2.13.0+cpu lives when the configured index lacks it (PyPI has no +cpu wheels).
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 WORK ?= work
 
 .PHONY: help setup demo test test-fast browser lint format clean
@@ -19,7 +21,9 @@ help: ## Show this help
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,torch]' || { \
+	  echo "PyTorch's CPU wheel is not on this package index; retrying with $(TORCH_CPU_INDEX)"; \
+	  $(PY) -m pip install -q -e '.[test,torch]' --extra-index-url $(TORCH_CPU_INDEX); }
 	@rm -f $(VENV)/.installed-*; touch $@
 
 setup: $(STAMP) ## Create .venv and install the kit with its test extras (idempotent)

@@ -22,6 +22,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
     from mnistkit.model_export.datasets import DatasetError
     from mnistkit.model_export.distributed import ClusterError
     from mnistkit.model_export.evaluate import EvaluationError
+    from mnistkit.model_export.torch_models import TorchError
     from mnistkit.pipeline.batch import OutputExistsError
     from mnistkit.pipeline.cloud.config import ConfigError
     from mnistkit.pipeline.cloud.doctor import QuotaError
@@ -37,6 +38,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
     return (
         DatasetError,
         EvaluationError,
+        TorchError,
         InputError,
         FormatError,
         ModelError,

@@ -10,8 +10,16 @@ import click
 
 from mnistkit.cli.errors import user_errors
 from mnistkit.cli.options import data_dir_option, dataset_option, resolve_config, settings_option
+from mnistkit.model_export.torch_models import ARCHITECTURES
+from mnistkit.pipeline.choices import FRAMEWORKS
 
 __all__ = ["COMMANDS"]
+
+arch_option = click.option(
+    "--arch",
+    type=click.Choice(sorted(ARCHITECTURES)),
+    help="PyTorch network: cnn (the kit's CNN; train's default) or mlp (the GPU recipe's Fashion-MNIST MLP).",
+)
 
 
 def _export(model, export_dir: Path, metadata: dict) -> Path:
@@ -86,9 +94,28 @@ def _export(model, export_dir: Path, metadata: dict) -> Path:
 @click.option("--dry-run", is_flag=True, help="Vertex AI: print the CustomJob spec instead of submitting it.")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Vertex AI: follow the job to its end.")
 @settings_option
+@click.option(
+    "--framework",
+    type=click.Choice(FRAMEWORKS),
+    default="tensorflow",
+    show_default=True,
+    help="Train with Keras (TensorFlow) or PyTorch (needs the `torch` extra).",
+)
+@arch_option
 @user_errors
 def train(
-    dataset, data_dir, epochs, batch_size, learning_rate, seed, max_train_samples, output_dir, export_dir, **cluster
+    dataset,
+    data_dir,
+    epochs,
+    batch_size,
+    learning_rate,
+    seed,
+    max_train_samples,
+    output_dir,
+    export_dir,
+    framework,
+    arch,
+    **cluster,
 ):
     """Train the CNN, evaluate it on the test split, and record metrics.
 
@@ -97,8 +124,30 @@ def train(
       mnistkit train --dataset fashion-mnist --epochs 3 --export-dir models/
       mnistkit train --workers 2 --epochs 5 --export-dir models/
       mnistkit train --vertex --workers 4 --training-data gs://BUCKET/training/mnist --dry-run
+      mnistkit train --framework pytorch --arch mlp --dataset fashion-mnist --export-dir models/
       tensorboard --logdir work/train/tensorboard
     """
+    if framework == "pytorch":
+        if cluster["workers"] > 1 or cluster["vertex"] or cluster["training_data"]:
+            raise click.UsageError(
+                "--workers, --vertex and --training-data train the Keras model; PyTorch trains here."
+            )
+        from mnistkit.model_export.torch_train import TorchTrainConfig
+
+        config = TorchTrainConfig(
+            dataset=dataset,
+            data_dir=str(data_dir) if data_dir else None,
+            output_dir=output_dir,
+            arch=arch or "cnn",
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            learning_rate=learning_rate,
+            max_train_samples=max_train_samples,
+        )
+        return _train_pytorch(config, export_dir)
+    if arch not in (None, "cnn"):
+        raise click.UsageError(f"--arch {arch} needs --framework pytorch; the Keras model is the CNN.")
     from mnistkit.model_export.train import TrainConfig
 
     config = TrainConfig(
@@ -127,13 +176,37 @@ def _train_here(config) -> None:
     from mnistkit.model_export.train import train as run_training
 
     result = run_training(config)
+    _echo_trained(result)
+    if config.export_dir:
+        _export(result.model, Path(config.export_dir), _export_metadata(result.metrics))
+
+
+def _echo_trained(result) -> None:
     timings = result.metrics["timings"]
     click.echo(
         f"Test accuracy {result.test_accuracy:.4f} on {result.metrics['test_samples']} images "
         f"({timings['train_seconds']:.0f} s training). Artefacts in {result.output_dir}/"
     )
-    if config.export_dir:
-        _export(result.model, Path(config.export_dir), _export_metadata(result.metrics))
+
+
+def _train_pytorch(config, export_dir: Path | None) -> None:
+    from mnistkit.model_export.torch_export import export_torch_model
+    from mnistkit.model_export.torch_train import train_torch
+
+    def on_epoch(record: dict) -> None:
+        # Terminals get tqdm's live bar; logs and CI one line per epoch, as Keras' verbose=2 prints.
+        if not sys.stderr.isatty():
+            click.echo(
+                f"epoch {record['epoch']}/{config.epochs}: loss {record['loss']:.4f} accuracy {record['accuracy']:.4f}"
+                f" test_loss {record['test_loss']:.4f} test_accuracy {record['test_accuracy']:.4f}"
+                f" ({record['seconds']:.1f} s)"
+            )
+
+    result = train_torch(config, on_epoch)
+    _echo_trained(result)
+    if export_dir:
+        version_dir = export_torch_model(result.model, config.arch, export_dir, _export_metadata(result.metrics))
+        click.echo(f"Exported PyTorch model: {version_dir}")
 
 
 def _train_on_local_cluster(config, workers: int, max_restarts: int) -> None:
@@ -242,11 +315,18 @@ def evaluate(model_path, predictions, dataset, data_dir, output_dir):
 @click.option(
     "--model",
     "model_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     default=Path("work/train/model.keras"),
     show_default=True,
     help="The trained Keras model (train writes it with metrics.json beside it).",
 )
+@click.option(
+    "--from-pytorch",
+    "state_dict",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Instead of --model: a PyTorch state_dict (torch.save(model.state_dict(), 'fashion.pth')) of --arch.",
+)
+@arch_option
 @click.option(
     "--export-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -254,17 +334,42 @@ def evaluate(model_path, predictions, dataset, data_dir, output_dir):
     help="Base folder; the model goes to <export-dir>/<unix-timestamp>/.",
 )
 @user_errors
-def export_command(model_path, export_dir):
+def export_command(model_path, export_dir, state_dict, arch):
     """Export a trained model as a versioned SavedModel with a key-passthrough signature.
 
     Signature serving_default: inputs key int64 [None], image float32 [None, 784] (0..1);
-    outputs key, probabilities float32 [None, 10], class int64 [None].
+    outputs key, probabilities float32 [None, 10], class int64 [None]. With --from-pytorch, the same
+    contract as a TorchScript program (model.pt) plus the state_dict (docs/PYTORCH.md).
     """
+    if state_dict:
+        return _export_pytorch(state_dict, arch, export_dir, model_path)
+    if not model_path.is_file():
+        raise click.BadParameter(f"File '{model_path}' does not exist.", param_hint="'--model'")
     import keras
 
+    _export(keras.models.load_model(model_path), export_dir, _export_metadata(_metrics_beside(model_path)))
+
+
+def _export_pytorch(state_dict: Path, arch: str | None, export_dir: Path, model_path: Path) -> None:
+    from click.core import ParameterSource
+
+    from mnistkit.model_export.torch_export import export_state_dict
+
+    if click.get_current_context().get_parameter_source("model_path") == ParameterSource.COMMANDLINE:
+        raise click.UsageError("Give --model (a Keras model) or --from-pytorch (a state_dict), not both.")
+    if arch is None:
+        raise click.UsageError("--from-pytorch needs --arch: which network the state_dict belongs to (cnn or mlp).")
+    # `mnistkit train --framework pytorch` writes metrics.json beside its state_dict.pt.
+    metrics = _metrics_beside(state_dict)
+    if metrics.get("architecture", arch) != arch:
+        metrics = {}  # another network's numbers
+    version_dir = export_state_dict(state_dict, arch, export_dir, _export_metadata(metrics))
+    click.echo(f"Exported PyTorch model: {version_dir}")
+
+
+def _metrics_beside(model_path: Path) -> dict:
     metrics_path = model_path.parent / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    _export(keras.models.load_model(model_path), export_dir, _export_metadata(metrics))
+    return json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
 
 
 def _export_metadata(metrics: dict) -> dict:

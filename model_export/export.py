@@ -14,7 +14,7 @@ import platform
 import re
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ __all__ = [
     "latest_version",
     "model_info",
     "newest_version",
+    "write_version",
 ]
 
 SIGNATURE_NAME = "serving_default"
@@ -77,6 +78,23 @@ def export_saved_model(
     """Write ``model`` to ``export_dir/<version>/`` and return that folder."""
     import tensorflow as tf
 
+    def write(staging: Path, version: int) -> None:
+        module = _serving_module(model)
+        tf.saved_model.save(module, str(staging), signatures={SIGNATURE_NAME: module.serve})
+        model.save(staging / KERAS_FILE)
+        info = model_info(version, metadata or {})
+        (staging / MODEL_JSON).write_text(json.dumps(info, indent=2) + "\n")
+
+    return write_version(export_dir, write, version)
+
+
+def write_version(
+    export_dir: str | os.PathLike, write: Callable[[Path, int], None], version: int | None = None
+) -> Path:
+    """Have `write(staging_dir, version)` fill a hidden folder, then rename it to ``export_dir/<version>/``.
+
+    Every framework's export goes through here, so none can publish half a version.
+    """
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
     version = version or int(time.time())
@@ -86,21 +104,16 @@ def export_saved_model(
     staging = export_dir / f".tmp-{version}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        module = _serving_module(model)
-        tf.saved_model.save(module, str(staging), signatures={SIGNATURE_NAME: module.serve})
-        model.save(staging / KERAS_FILE)
-        info = model_info(version, metadata or {})
-        (staging / MODEL_JSON).write_text(json.dumps(info, indent=2) + "\n")
+        write(staging, version)
         os.replace(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
 
 
-def model_info(version: int, metadata: dict[str, Any]) -> dict[str, Any]:
-    import keras
+def model_info(version: int, metadata: dict[str, Any], frameworks: dict[str, str] | None = None) -> dict[str, Any]:
+    """model.json's content; `frameworks`: the libraries that wrote the model (default TensorFlow's and Keras')."""
     import numpy as np
-    import tensorflow as tf
 
     return {
         "version": version,
@@ -112,13 +125,19 @@ def model_info(version: int, metadata: dict[str, Any]) -> dict[str, Any]:
             "image_range": [0.0, 1.0],
         },
         "frameworks": {
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
+            **(frameworks or _tensorflow_versions()),
             "numpy": np.__version__,
             "python": platform.python_version(),
         },
         **metadata,
     }
+
+
+def _tensorflow_versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    return {"tensorflow": tf.__version__, "keras": keras.__version__}
 
 
 def latest_version(export_dir: str | os.PathLike) -> Path:

@@ -5,6 +5,7 @@ __all__ = [
     "BIGQUERY_READ_METHODS",
     "BIGQUERY_WRITES",
     "FORMATS",
+    "FRAMEWORKS",
     "IMAGE_BACKENDS",
     "INPUT_FORMATS",
     "RUNNERS",
@@ -19,5 +20,7 @@ RUNNING_MODES = ("multi_processing", "multi_threading", "in_memory")
 BIGQUERY_WRITES = ("append", "truncate")
 # A bq:// input: the Storage Read API, or an export job where the deployment grants no read sessions.
 BIGQUERY_READ_METHODS = ("DIRECT_READ", "EXPORT")
+# What a model is trained and exported with (model.json's `framework`).
+FRAMEWORKS = ("tensorflow", "pytorch")
 # Where `mnistkit image build` builds: Cloud Build, or a local Docker engine.
 IMAGE_BACKENDS = ("cloud-build", "docker")

@@ -29,7 +29,11 @@ def test_simulate_then_stream_a_folder(tmp_path, exported_model, mnist_sample_di
     assert max(len(batch) for batch in outputs.batches) == 4
     assert outputs.dead == []
     # One dead letter per bad row (errors files are named by content, so their order is not the rows').
-    assert sorted(letter["raw"][:11] for letter in read_outputs(errors).dead) == ['{"key": 19,', '{"key": 29,', '{"key": 9, ']
+    assert sorted(letter["raw"][:11] for letter in read_outputs(errors).dead) == [
+        '{"key": 19,',
+        '{"key": 29,',
+        '{"key": 9, ',
+    ]
 
 
 def test_stream_refuses_an_input_it_cannot_read(tmp_path, exported_model):
