@@ -33,6 +33,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
     from mnistkit.pipeline.io.bigquery import BigQueryError
     from mnistkit.pipeline.io.files import InputError
     from mnistkit.pipeline.io.formats import FormatError
+    from mnistkit.pipeline.io.google_apis import EndpointRefused
     from mnistkit.pipeline.io.streams import StreamInputError
 
     return (
@@ -47,6 +48,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
         BigQueryError,
         StreamInputError,
         ConfigError,
+        EndpointRefused,
         QuotaError,
         VertexError,
         ClusterError,

@@ -1,34 +1,27 @@
 """`mnistkit doctor`: is this machine and project ready to launch? And the GPU quota gate of predict.
 
 Every check runs even when an earlier one fails, so one run lists everything to fix. Google's
-REST APIs are called through google-auth's AuthorizedSession; their base URLs can be pointed
-elsewhere with MNISTKIT_COMPUTE_ENDPOINT / MNISTKIT_SERVICEUSAGE_ENDPOINT (a regional or private
-endpoint). The session sends the user's bearer token to that URL, so an override must be an
-https Google API host (*.googleapis.com); a local stand-in on a loopback address is accepted only
-with MNISTKIT_ALLOW_INSECURE_ENDPOINTS=1 (the tests' recorded-response server).
+REST APIs are called as io/google_apis.py calls them: MNISTKIT_COMPUTE_ENDPOINT and
+MNISTKIT_SERVICEUSAGE_ENDPOINT may point at another https Google API host only (the token goes
+with every request); a refused override is a failed check.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import os
-import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from mnistkit.pipeline.cloud.config import CloudConfig, ConfigError
 from mnistkit.pipeline.cloud.gpus import GpuSpec, configured_gpu
+from mnistkit.pipeline.io.google_apis import EndpointRefused, api_endpoint, call_json, session
 
 __all__ = [
-    "ALLOW_INSECURE_ENDPOINTS_ENV",
-    "API_ENDPOINTS",
     "Check",
     "OPTIONAL_APIS",
     "QUOTA_CONSOLE",
     "QuotaError",
     "REQUIRED_APIS",
-    "api_endpoint",
     "check_apis",
     "check_buckets",
     "check_credentials",
@@ -36,13 +29,8 @@ __all__ = [
     "check_gpu_quota",
     "require_gpu_quota",
     "run_doctor",
-    "session",
 ]
 
-API_ENDPOINTS = {
-    "compute": "https://compute.googleapis.com/compute/v1",
-    "serviceusage": "https://serviceusage.googleapis.com/v1",
-}
 REQUIRED_APIS = (
     "dataflow.googleapis.com",
     "compute.googleapis.com",
@@ -54,45 +42,6 @@ REQUIRED_APIS = (
 # Only `mnistkit image build` needs it, so its absence is a warning.
 OPTIONAL_APIS = ("cloudbuild.googleapis.com",)
 QUOTA_CONSOLE = "https://console.cloud.google.com/iam-admin/quotas"
-_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
-
-
-ALLOW_INSECURE_ENDPOINTS_ENV = "MNISTKIT_ALLOW_INSECURE_ENDPOINTS"
-_GOOGLE_API_DOMAIN = ".googleapis.com"
-
-
-def api_endpoint(name: str, environ: Mapping[str, str] | None = None) -> str:
-    """The base URL of Google API `name`: MNISTKIT_<NAME>_ENDPOINT when it is a safe place for the token."""
-    environ = os.environ if environ is None else environ
-    variable = f"MNISTKIT_{name.upper()}_ENDPOINT"
-    url = environ.get(variable)
-    if not url:
-        return API_ENDPOINTS[name]
-    url = url.rstrip("/")
-    parts = urllib.parse.urlsplit(url)
-    host = (parts.hostname or "").lower()
-    try:
-        port = parts.port
-    except ValueError:  # not a number
-        port = -1
-    if parts.scheme == "https" and host.endswith(_GOOGLE_API_DOMAIN) and port in (None, 443):
-        return url
-    if environ.get(ALLOW_INSECURE_ENDPOINTS_ENV) == "1" and parts.scheme in ("http", "https") and _loopback(host):
-        return url
-    raise ConfigError(
-        f"{variable}={url} refused: the request carries your Google credentials, so the endpoint must be "
-        f"https://<service>{_GOOGLE_API_DOMAIN}. A local emulator on a loopback address needs "
-        f"{ALLOW_INSECURE_ENDPOINTS_ENV}=1 (tests only)."
-    )
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -108,24 +57,8 @@ class QuotaError(Exception):
     """The GPU quota cannot hold a fully scaled-out job; the message names the quota to raise."""
 
 
-def session() -> Any:
-    """An HTTP session carrying Application Default Credentials."""
-    import google.auth
-    from google.auth.transport.requests import AuthorizedSession
-
-    credentials, _ = google.auth.default(scopes=_SCOPES)
-    return AuthorizedSession(credentials)
-
-
 def _get_json(http: Any, url: str, **params: Any) -> dict[str, Any]:
-    response = http.get(url, params=params or None, timeout=30)
-    if response.status_code >= 400:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text[:300]
-        raise PermissionError(f"HTTP {response.status_code} from {url}: {message}")
-    return response.json()
+    return call_json(http, "GET", url, PermissionError, timeout_s=30, params=params or None)
 
 
 def check_credentials() -> Check:
@@ -133,7 +66,7 @@ def check_credentials() -> Check:
     from google.auth.exceptions import DefaultCredentialsError
 
     try:
-        credentials, project = google.auth.default(scopes=_SCOPES)
+        credentials, project = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
     except DefaultCredentialsError as exc:
         return Check("credentials", False, f"{exc} Run `gcloud auth application-default login`.")
     who = getattr(credentials, "service_account_email", None) or type(credentials).__name__
@@ -274,7 +207,7 @@ def run_doctor(
     for name, step in steps:
         try:
             result = step()
-        except ConfigError as exc:  # a setting to fix (e.g. a refused endpoint): a failure, not a warning
+        except (ConfigError, EndpointRefused) as exc:  # a setting to fix: a failure, not a warning
             result = Check(name, False, str(exc))
         except Exception as exc:  # one broken check must not hide the others
             result = Check(name, None, f"could not check: {exc}")

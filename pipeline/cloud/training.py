@@ -10,13 +10,11 @@ export all live on the buckets, read and written through Vertex AI's Cloud Stora
 `restartJobOnWorkerRestart` restarts every replica when one is preempted, and they resume at
 the epoch of the last backup.
 
-REST through google-auth's AuthorizedSession; the API's base URL can be pointed elsewhere with
-MNISTKIT_AIPLATFORM_ENDPOINT (proxies, tests).
+REST as io/google_apis.py calls it (MNISTKIT_AIPLATFORM_ENDPOINT for another https address).
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,13 +25,13 @@ from typing import Any
 from mnistkit.model_export.distributed import worker_args
 from mnistkit.model_export.train import TrainConfig
 from mnistkit.pipeline.cloud.config import CloudConfig, ConfigError
+from mnistkit.pipeline.io.google_apis import api_endpoint, call_json, session
 
 __all__ = [
     "TERMINAL_STATES",
     "TrainingJob",
     "VertexJobError",
     "VertexTraining",
-    "aiplatform_endpoint",
     "console_url",
     "custom_job_spec",
     "follow_custom_job",
@@ -74,11 +72,6 @@ class TrainingJob:
     @property
     def job_id(self) -> str:
         return self.name.rsplit("/", 1)[-1]
-
-
-def aiplatform_endpoint(region: str) -> str:
-    default = f"https://{region}-aiplatform.googleapis.com/v1"
-    return os.environ.get("MNISTKIT_AIPLATFORM_ENDPOINT", default).rstrip("/")
 
 
 def console_url(project: str, region: str, job_id: str) -> str:
@@ -183,21 +176,11 @@ def stage_code_wheel(cloud: CloudConfig, job_name: str) -> str:
     return uri
 
 
-def _call(http: Any, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
-    response = http.request(method, url, timeout=60, **kwargs)
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    if response.status_code >= 400:
-        message = body.get("error", {}).get("message") or response.text[:500]
-        raise VertexJobError(f"Vertex AI answered HTTP {response.status_code} to {method} {url}: {message}")
-    return body
-
-
 def submit_custom_job(cloud: CloudConfig, spec: dict[str, Any], http: Any) -> TrainingJob:
     parent = f"projects/{cloud.project_id}/locations/{cloud.region}"
-    body = _call(http, "POST", f"{aiplatform_endpoint(cloud.region)}/{parent}/customJobs", json=spec)
+    body = call_json(
+        http, "POST", f"{api_endpoint('aiplatform', cloud.region)}/{parent}/customJobs", VertexJobError, json=spec
+    )
     name = body["name"]
     url = console_url(cloud.project_id, cloud.region, name.rsplit("/", 1)[-1])
     return TrainingJob(name, body.get("state", "JOB_STATE_QUEUED"), url, body)
@@ -212,10 +195,10 @@ def follow_custom_job(
     sleep: Callable[[float], None] = time.sleep,
 ) -> TrainingJob:
     """Poll the job until it ends, reporting each change of state; raises if it did not succeed."""
-    url = f"{aiplatform_endpoint(cloud.region)}/{job.name}"
+    url = f"{api_endpoint('aiplatform', cloud.region)}/{job.name}"
     last = None
     while True:
-        body = _call(http, "GET", url)
+        body = call_json(http, "GET", url, VertexJobError)
         job = TrainingJob(job.name, body.get("state", "JOB_STATE_UNSPECIFIED"), job.console_url, body)
         if job.state != last:
             on_state(job)
@@ -238,8 +221,6 @@ def launch_training(
     interval_s: float = 30.0,
 ) -> TrainingJob:
     """Stage the code wheel, submit the CustomJob, and (with `wait`) follow it to its end."""
-    from mnistkit.pipeline.cloud.doctor import session
-
     spec = custom_job_spec(cloud, train, vertex)  # checks every setting before anything is staged
     stage_code_wheel(cloud, vertex.job_name)
     http = http or session()

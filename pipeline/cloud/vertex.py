@@ -8,8 +8,8 @@ custom model to it (the google provider's `deployed_models` is output-only), whi
               and metrics as locally, on Vertex AI's AIP_* routes
   tensorflow  Google's prebuilt TensorFlow Serving image: the export's signature as is
 
-Every call goes through one VertexApi, which can instead only describe its requests (--dry-run).
-MNISTKIT_VERTEX_ENDPOINT points it at another address (a loopback test server).
+Every call goes through one VertexApi, which can instead only describe its requests (--dry-run);
+it calls the API as io/google_apis.py does (MNISTKIT_AIPLATFORM_ENDPOINT for another address).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 
 from mnistkit.pipeline.inference.remote import vertex_api_base
 from mnistkit.pipeline.inference.rest import encode_instances, instance_bytes, parse_predictions
+from mnistkit.pipeline.io.google_apis import call_json, session
 
 __all__ = [
     "PREBUILT_TF_IMAGE",
@@ -42,7 +43,6 @@ __all__ = [
 
 # Google's prebuilt TensorFlow CPU serving container (a version with the kit's TensorFlow ops).
 PREBUILT_TF_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
-_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 _DONE_STATES = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
 DRY_RUN_ID = "DRY_RUN"
 
@@ -87,20 +87,11 @@ class VertexApi:
         session: Any = None,
     ) -> None:
         self.location = location
-        self.base = f"{vertex_api_base(location)}/v1"
+        self.base = vertex_api_base(location)
         self.dry_run = dry_run
         self.poll_seconds = poll_seconds
         self._describe = describe or (lambda method, url, body: None)
         self._session = session
-
-    def _http(self) -> Any:
-        if self._session is None:
-            import google.auth
-            from google.auth.transport.requests import AuthorizedSession
-
-            credentials, _ = google.auth.default(scopes=_SCOPES)
-            self._session = AuthorizedSession(credentials)
-        return self._session
 
     def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         """One request to `path` (a resource name, relative to /v1/); the decoded JSON answer."""
@@ -108,14 +99,9 @@ class VertexApi:
         if self.dry_run:
             self._describe(method, url, body)
             return {}
-        response = self._http().request(method, url, json=body, timeout=60)
-        if response.status_code >= 400:
-            try:
-                message = response.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = response.text[:300]
-            raise VertexError(f"{method} {url}: HTTP {response.status_code}: {message}")
-        return response.json() if response.content else {}
+        if self._session is None:
+            self._session = session()
+        return call_json(self._session, method, url, VertexError, json=body)
 
     def wait(self, operation: dict[str, Any], what: str, progress: Callable[[str], None]) -> dict[str, Any]:
         """The `response` of a long-running operation, once it is done (polling it meanwhile)."""

@@ -13,13 +13,12 @@ Endpoints:
   http(s)://HOST:PORT             `mnistkit serve` (its /v1/models/mnist:predict route)
   http(s)://…/…:predict           any URL of the protocol, as given
   vertex://projects/P/locations/L/endpoints/E   a Vertex AI endpoint, with Application Default
-                                  Credentials (MNISTKIT_VERTEX_ENDPOINT overrides the API's address)
+                                  Credentials (MNISTKIT_AIPLATFORM_ENDPOINT overrides the API's address)
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from collections.abc import Iterable, Sequence
@@ -37,6 +36,7 @@ from mnistkit.pipeline.inference.rest import (
     instance_bytes,
     parse_predictions,
 )
+from mnistkit.pipeline.io.google_apis import api_endpoint
 from mnistkit.pipeline.rows import DeadLetter, ParsedBatch, PredictionBatch, Reason, ScoredBatch, StreamBatch
 
 __all__ = [
@@ -67,15 +67,15 @@ def is_endpoint(uri: str) -> bool:
 
 
 def vertex_api_base(location: str) -> str:
-    """The Vertex AI API of a region (MNISTKIT_VERTEX_ENDPOINT points the kit at another, e.g. a test server)."""
-    return os.environ.get("MNISTKIT_VERTEX_ENDPOINT", f"https://{location}-aiplatform.googleapis.com").rstrip("/")
+    """The Vertex AI API (v1) of a region; MNISTKIT_AIPLATFORM_ENDPOINT overrides it (io/google_apis.py)."""
+    return api_endpoint("aiplatform", location)
 
 
 def predict_url(endpoint: str) -> str:
     """The URL prediction requests for `endpoint` are posted to."""
     vertex = _VERTEX.match(endpoint)
     if vertex:
-        return f"{vertex_api_base(vertex.group(2))}/v1/{vertex.group(1)}:predict"
+        return f"{vertex_api_base(vertex.group(2))}/{vertex.group(1)}:predict"
     if endpoint.startswith("vertex://"):
         raise EndpointError(f"{endpoint}: expected vertex://projects/P/locations/L/endpoints/E")
     if not endpoint.startswith(("http://", "https://")):

@@ -7,17 +7,10 @@ from click.testing import CliRunner
 from cloudtest import PROJECT
 
 from mnistkit.cli.main import cli
-from mnistkit.pipeline.cloud.config import ConfigError, load_config
-from mnistkit.pipeline.cloud.doctor import (
-    API_ENDPOINTS,
-    QuotaError,
-    api_endpoint,
-    check_gpu_quota,
-    require_gpu_quota,
-    run_doctor,
-    session,
-)
+from mnistkit.pipeline.cloud.config import load_config
+from mnistkit.pipeline.cloud.doctor import QuotaError, check_gpu_quota, require_gpu_quota, run_doctor
 from mnistkit.pipeline.cloud.gpus import parse_gpu
+from mnistkit.pipeline.io.google_apis import API_ENDPOINTS, EndpointRefused, api_endpoint, session
 
 
 def _config(**settings):
@@ -100,7 +93,7 @@ def test_doctor_cli_fails_on_missing_access_and_names_the_quota(google_apis, gcs
     ],
 )
 def test_endpoint_overrides_to_google_api_hosts_are_used(url):
-    assert api_endpoint("compute", {"MNISTKIT_COMPUTE_ENDPOINT": url}) == url.rstrip("/")
+    assert api_endpoint("compute", environ={"MNISTKIT_COMPUTE_ENDPOINT": url}) == url.rstrip("/")
 
 
 @pytest.mark.parametrize(
@@ -122,21 +115,22 @@ def test_endpoint_overrides_elsewhere_are_refused(url, opt_in):
     environ = {"MNISTKIT_COMPUTE_ENDPOINT": url}
     if opt_in:
         environ["MNISTKIT_ALLOW_INSECURE_ENDPOINTS"] = opt_in
-    with pytest.raises(ConfigError, match="refused: the request carries your Google credentials"):
-        api_endpoint("compute", environ)
+    with pytest.raises(EndpointRefused, match="refused: the request carries your Google credentials"):
+        api_endpoint("compute", environ=environ)
 
 
 def test_loopback_endpoints_need_the_explicit_opt_in():
     environ = {"MNISTKIT_SERVICEUSAGE_ENDPOINT": "http://localhost:9/v1", "MNISTKIT_ALLOW_INSECURE_ENDPOINTS": "1"}
-    assert api_endpoint("serviceusage", environ) == "http://localhost:9/v1"
-    assert api_endpoint("serviceusage", {}) == API_ENDPOINTS["serviceusage"]
-    assert api_endpoint("serviceusage", {"MNISTKIT_SERVICEUSAGE_ENDPOINT": ""}) == API_ENDPOINTS["serviceusage"]
+    assert api_endpoint("serviceusage", environ=environ) == "http://localhost:9/v1"
+    assert api_endpoint("serviceusage", environ={}) == API_ENDPOINTS["serviceusage"]
+    assert api_endpoint("serviceusage", environ={"MNISTKIT_SERVICEUSAGE_ENDPOINT": ""}) == API_ENDPOINTS["serviceusage"]
+    assert api_endpoint("aiplatform", "europe-west4", environ={}) == "https://europe-west4-aiplatform.googleapis.com/v1"
 
 
 def test_a_refused_endpoint_never_receives_the_token(google_apis, gcs, bigquery, monkeypatch):
     """The recorded-response server on loopback, without the opt-in: no request reaches it."""
     monkeypatch.delenv("MNISTKIT_ALLOW_INSECURE_ENDPOINTS")
-    with pytest.raises(ConfigError, match="MNISTKIT_COMPUTE_ENDPOINT=http://127.0.0.1"):
+    with pytest.raises(EndpointRefused, match="MNISTKIT_COMPUTE_ENDPOINT=http://127.0.0.1"):
         require_gpu_quota(_config(gpu="t4:1", max_workers=2))
     checks = {c.name: c for c in run_doctor(_config(gpu="t4:1", max_workers=2))}
     assert checks["APIs"].ok is False and "MNISTKIT_SERVICEUSAGE_ENDPOINT" in checks["APIs"].detail

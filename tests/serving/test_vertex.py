@@ -135,7 +135,8 @@ def adc(tmp_path_factory) -> Path:
 @pytest.fixture
 def vertex(server, adc, monkeypatch, tmp_path):
     fake = FakeVertex(server.url)
-    monkeypatch.setenv("MNISTKIT_VERTEX_ENDPOINT", fake.url)
+    monkeypatch.setenv("MNISTKIT_AIPLATFORM_ENDPOINT", f"{fake.url}/v1")
+    monkeypatch.setenv("MNISTKIT_ALLOW_INSECURE_ENDPOINTS", "1")  # a loopback stand-in for Vertex AI
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
     monkeypatch.setenv("NO_GCE_CHECK", "true")
     monkeypatch.setenv("MNISTKIT_CONFIG", str(tmp_path / "no-config.json"))
