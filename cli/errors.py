@@ -24,6 +24,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
     from mnistkit.pipeline.batch import OutputExistsError
     from mnistkit.pipeline.cloud.config import ConfigError
     from mnistkit.pipeline.cloud.doctor import QuotaError
+    from mnistkit.pipeline.inference.runtimes import RuntimeUnavailable
     from mnistkit.pipeline.inference.savedmodel import ModelError
     from mnistkit.pipeline.io.bigquery import BigQueryError
     from mnistkit.pipeline.io.files import InputError
@@ -36,6 +37,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
         InputError,
         FormatError,
         ModelError,
+        RuntimeUnavailable,
         OutputExistsError,
         BigQueryError,
         StreamInputError,

@@ -22,10 +22,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 from apache_beam.runners.runner import PipelineResult
 
+from mnistkit.model_export.export import DEFAULT_FRAMEWORK
 from mnistkit.pipeline import accounting
 from mnistkit.pipeline.accounting import Summary, query_counters
 from mnistkit.pipeline.choices import FORMATS
 from mnistkit.pipeline.inference.handler import SavedModelHandler
+from mnistkit.pipeline.inference.runtimes import check_runtime, runtime_options
 from mnistkit.pipeline.inference.savedmodel import ModelInfo, validate_model
 from mnistkit.pipeline.io import bigquery
 from mnistkit.pipeline.io.files import match_files
@@ -85,6 +87,9 @@ class PredictConfig:
     bigquery_write: str = "append"
     # A bq:// input: DIRECT_READ (Storage Read API) or EXPORT, as the deployment allows.
     bigquery_read_method: str = "DIRECT_READ"
+    # The inference runtime (choices.INFERENCE_RUNTIMES) and its precision (choices.PRECISIONS).
+    runtime: str = "auto"
+    precision: str = "f32"
 
     @property
     def report_prefix(self) -> str:
@@ -145,6 +150,7 @@ class StartedRun:
     model: ModelInfo
     format: str
     started: float
+    runtime: str = ""
 
     def finish(self) -> Summary:
         self.result.wait_until_finish()
@@ -156,6 +162,8 @@ class StartedRun:
             model=self.model.uri,
             format=self.format,
             wall_time_s=time.monotonic() - self.started,
+            runtime=self.runtime,
+            precision=config.precision,
             outputs={
                 "predictions": config.predictions_pattern,
                 "errors": config.errors_pattern,
@@ -190,17 +198,19 @@ def start_predict(config: PredictConfig) -> StartedRun:
     if fmt not in FORMATS:
         raise FormatError(f"predict reads {', '.join(FORMATS)}; convert {fmt} inputs first (mnistkit convert).")
     model = validate_model(config.model)
+    runtime = runtime_options(config.runner, config.runtime, config.precision)
+    framework = model.metadata.get("framework", DEFAULT_FRAMEWORK)
+    runtime_name = check_runtime(runtime, framework, here=isinstance(config.runner, RunnerConfig))
     _clear_outputs(config)
     handler = SavedModelHandler(
         model.uri,
         min_batch_size=config.min_batch or config.max_batch,
         max_batch_size=config.max_batch,
-        intra_op_threads=config.runner.tf_intra_op_threads,
-        inter_op_threads=config.runner.tf_inter_op_threads,
+        runtime=runtime,
     )
     pipeline = beam.Pipeline(options=config.runner.pipeline_options())
     build_pipeline(pipeline, config, fmt, handler)
-    return StartedRun(config, pipeline.run(), model, fmt, started)
+    return StartedRun(config, pipeline.run(), model, fmt, started, runtime_name)
 
 
 def _clear_outputs(config: PredictConfig) -> None:

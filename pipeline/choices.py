@@ -6,7 +6,9 @@ __all__ = [
     "BIGQUERY_WRITES",
     "FORMATS",
     "IMAGE_BACKENDS",
+    "INFERENCE_RUNTIMES",
     "INPUT_FORMATS",
+    "PRECISIONS",
     "RUNNERS",
     "RUNNING_MODES",
 ]
@@ -21,3 +23,7 @@ BIGQUERY_WRITES = ("append", "truncate")
 BIGQUERY_READ_METHODS = ("DIRECT_READ", "EXPORT")
 # Where `mnistkit image build` builds: Cloud Build, or a local Docker engine.
 IMAGE_BACKENDS = ("cloud-build", "docker")
+# The engine that runs the model (pipeline/inference/runtimes.py); `auto` picks by export and hardware.
+INFERENCE_RUNTIMES = ("auto", "tensorflow", "openvino")
+# Model arithmetic: f32, or bf16 where the CPU has native bf16 (OpenVINO only).
+PRECISIONS = ("f32", "bf16")

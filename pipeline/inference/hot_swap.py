@@ -23,7 +23,8 @@ from typing import Any
 from apache_beam.ml.inference.base import ModelHandler
 
 from mnistkit.pipeline.inference.handler import predict_rows
-from mnistkit.pipeline.inference.savedmodel import ModelError, ServingModel, local_copy, resolve_model, validate_model
+from mnistkit.pipeline.inference.runtimes import Runtime, RuntimeOptions, load_runtime
+from mnistkit.pipeline.inference.savedmodel import ModelError, local_copy, resolve_model, validate_model
 from mnistkit.pipeline.rows import ScoredBatch, StreamBatch
 
 __all__ = [
@@ -41,11 +42,12 @@ class LatestModel:
     serving contract is logged and skipped (the current model keeps serving).
     """
 
-    def __init__(self, uri: str, check_seconds: float) -> None:
+    def __init__(self, uri: str, check_seconds: float, runtime: RuntimeOptions = RuntimeOptions()) -> None:
         self._uri = uri
         self._check_seconds = check_seconds
+        self._runtime = runtime
         self._version_uri = resolve_model(uri)
-        self._model = ServingModel(local_copy(self._version_uri))
+        self._model = load_runtime(local_copy(self._version_uri), runtime)
         self._checked_at = time.monotonic()
         self._rejected: set[str] = set()
         self._lock = threading.Lock()
@@ -54,7 +56,7 @@ class LatestModel:
     def version(self) -> str:
         return os.path.basename(self._version_uri)
 
-    def current(self) -> tuple[ServingModel, str]:
+    def current(self) -> tuple[Runtime, str]:
         """The model to use for the next call, and its version."""
         with self._lock:
             due = time.monotonic() - self._checked_at >= self._check_seconds
@@ -76,7 +78,7 @@ class LatestModel:
             return
         try:
             validate_model(newest)
-            model = ServingModel(local_copy(newest))
+            model = load_runtime(local_copy(newest), self._runtime)
         except Exception as exc:  # ModelError, or TensorFlow's zoo of types for unreadable SavedModels
             self._rejected.add(newest)
             _LOGGER.error("Not serving %s (keeping %s): %s", newest, self._version_uri, exc)
@@ -89,7 +91,7 @@ class LatestModel:
 # One LatestModel per export dir (and check period) and process. Beam's own cache (`Shared`)
 # holds models weakly, and the BundleBasedDirectRunner makes a new RunInference DoFn for every
 # bundle: with nothing else holding the model, every micro-batch there would load it again.
-_LOADED: dict[tuple[str, float], LatestModel] = {}
+_LOADED: dict[tuple[str, float, RuntimeOptions], LatestModel] = {}
 _LOADED_LOCK = threading.Lock()
 
 
@@ -100,17 +102,20 @@ class StreamModelHandler(ModelHandler[StreamBatch, ScoredBatch, LatestModel]):
     RunInference's own batching is off: it would only join micro-batches that share a bundle.
     """
 
-    def __init__(self, model_uri: str, *, max_batch: int, check_seconds: float = 10.0) -> None:
+    def __init__(
+        self, model_uri: str, *, max_batch: int, check_seconds: float = 10.0, runtime: RuntimeOptions = RuntimeOptions()
+    ) -> None:
         super().__init__()
         self._model_uri = model_uri
         self._max_batch = max_batch
         self._check_seconds = check_seconds
+        self._runtime = runtime
 
     def load_model(self) -> LatestModel:
-        key = (self._model_uri, self._check_seconds)
+        key = (self._model_uri, self._check_seconds, self._runtime)
         with _LOADED_LOCK:
             if key not in _LOADED:
-                _LOADED[key] = LatestModel(self._model_uri, self._check_seconds)
+                _LOADED[key] = LatestModel(self._model_uri, self._check_seconds, self._runtime)
             return _LOADED[key]
 
     def should_skip_batching(self) -> bool:

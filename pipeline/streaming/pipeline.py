@@ -32,9 +32,11 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from mnistkit.model_export.export import DEFAULT_FRAMEWORK
 from mnistkit.pipeline import accounting
 from mnistkit.pipeline.accounting import LATENCY_MS, Summary, query_counters
 from mnistkit.pipeline.inference.hot_swap import StreamModelHandler
+from mnistkit.pipeline.inference.runtimes import RuntimeOptions, check_runtime, runtime_options
 from mnistkit.pipeline.inference.savedmodel import validate_model
 from mnistkit.pipeline.io.bigquery import is_bigquery, parse_table
 from mnistkit.pipeline.io.parsing import PARSERS
@@ -190,6 +192,16 @@ class StreamConfig:
     idle: float | None = None
     errors_output: str | None = None
     runner: Runner | None = None
+    # The inference runtime (choices.INFERENCE_RUNTIMES) and its precision (choices.PRECISIONS).
+    runtime: str = "auto"
+    precision: str = "f32"
+
+    @property
+    def runtime_options(self) -> RuntimeOptions:
+        # A stream's local runners run one worker; a remote runner sizes the engine per worker.
+        if self.runner is None:
+            return RuntimeOptions(self.runtime, self.precision)
+        return runtime_options(self.runner, self.runtime, self.precision)
 
     @property
     def errors_folder(self) -> str:
@@ -222,7 +234,12 @@ def build_stream_pipeline(pipeline: beam.Pipeline, config: StreamConfig) -> None
     """Add source → ScoreStream → sink for `config` to `pipeline`."""
     source = parse_input(config.input)
     records, source_dead = read_stream(pipeline, source, config.poll_seconds, StopPolicy(config.duration, config.idle))
-    handler = StreamModelHandler(config.model, max_batch=config.max_batch, check_seconds=config.model_check_seconds)
+    handler = StreamModelHandler(
+        config.model,
+        max_batch=config.max_batch,
+        check_seconds=config.model_check_seconds,
+        runtime=config.runtime_options,
+    )
     scored = records | "ScoreStream" >> ScoreStream(
         handler, config.max_batch, config.window_seconds, sharded=config.runner is not None
     )
@@ -266,6 +283,8 @@ def start_stream(config: StreamConfig) -> StartedStream:
     # The check reads the newest version; the stream serves the export dir itself, so that
     # newer versions are picked up as they appear.
     model = validate_model(config.model)
+    framework = model.metadata.get("framework", DEFAULT_FRAMEWORK)
+    check_runtime(config.runtime_options, framework, here=config.runner is None)
     pipeline = beam.Pipeline(options=PipelineOptions(stream_pipeline_args(source, config.runner)))
     build_stream_pipeline(pipeline, config)
     result = pipeline.run()

@@ -86,7 +86,7 @@ def test_rows_dropped_in_a_folder_are_scored_as_they_arrive_and_a_new_model_take
     keys = np.array(sorted(rows))
     probabilities, classes = ServingModel(str(first_version))(keys, images[keys].astype(np.float32) / 255)
     assert [rows[k]["class"] for k in keys] == classes.tolist()
-    assert np.allclose([[rows[k][f"pred{d}"] for d in range(10)] for k in keys], probabilities, atol=1e-6)
+    assert np.allclose([[rows[k][f"pred{d}"] for d in range(10)] for k in keys], probabilities, atol=1e-5)
     for row in rows.values():
         event = datetime.fromisoformat(row["event_time"]).timestamp()
         predicted = datetime.fromisoformat(row["prediction_time"]).timestamp()
