@@ -317,6 +317,7 @@ class OpenVINORuntime:
         self._key_input = next(p.get_any_name() for p in self._compiled.inputs if "key" in p.get_names())
         self._local = threading.local()
         self._check_lock = threading.Lock()
+        self._first_call_lock = threading.Lock()
 
     @staticmethod
     def _compile(core: Any, model: Any, options: RuntimeOptions, precision: str) -> Any:
@@ -334,11 +335,21 @@ class OpenVINORuntime:
         raise KeyError(f"the converted model has no output {name!r}")
 
     def _infer(self, compiled: Any, slot: str, keys: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        inputs = {
+            self._key_input: np.ascontiguousarray(keys, np.int64),
+            self._image_input: np.ascontiguousarray(images, np.float32),
+        }
         request = getattr(self._local, slot, None)
         if request is None:
-            request = compiled.create_infer_request()
+            # Two requests' first calls at once deadlocked (twice in ~20 two-thread runs, both
+            # threads inside the copy into fresh input tensors): first calls go one at a time.
+            with self._first_call_lock:
+                request = compiled.create_infer_request()
+                request.infer(inputs, share_inputs=True)
             setattr(self._local, slot, request)
-        request.infer({self._key_input: keys, self._image_input: np.ascontiguousarray(images, np.float32)})
+        else:
+            # share_inputs: the arrays become the input tensors (no copy into the request's own).
+            request.infer(inputs, share_inputs=True)
         # Copies: a request reuses its output buffers on its next call.
         probabilities = request.get_tensor(self._probabilities).data.copy()
         classes = request.get_tensor(self._class).data.astype(np.int64)
