@@ -21,12 +21,12 @@ help: ## Show this help
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,torch]' || { \
+	$(PY) -m pip install -q -e '.[cpu,test,torch]' || { \
 	  echo "PyTorch's CPU wheel is not on this package index; retrying with $(TORCH_CPU_INDEX)"; \
-	  $(PY) -m pip install -q -e '.[test,torch]' --extra-index-url $(TORCH_CPU_INDEX); }
+	  $(PY) -m pip install -q -e '.[cpu,test,torch]' --extra-index-url $(TORCH_CPU_INDEX); }
 	@rm -f $(VENV)/.installed-*; touch $@
 
-setup: $(STAMP) ## Create .venv and install the kit with its test extras (idempotent)
+setup: $(STAMP) ## Create .venv and install the kit for CPUs with its test extras (idempotent)
 
 # The demo uses ../shared's MNIST sample when it is there (CI, offline machines); elsewhere the
 # kit downloads MNIST once into ~/.cache/mnistkit.

@@ -103,29 +103,30 @@ def stock(args: argparse.Namespace, beam_args: list[str]) -> None:
 def ceiling(args: argparse.Namespace, beam_args: list[str]) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from mnistkit.pipeline.inference.handler import configure_tf_threads, predict_rows
-    from mnistkit.pipeline.inference.savedmodel import ServingModel
+    from mnistkit.pipeline.inference.handler import predict_rows
+    from mnistkit.pipeline.inference.runtimes import load_runtime, runtime_options
     from mnistkit.pipeline.io.files import plan_ranges, read_range
-    from mnistkit.pipeline.io.parsing import parse_text
+    from mnistkit.pipeline.io.formats import detect_format
+    from mnistkit.pipeline.io.parsing import PARSERS
     from mnistkit.pipeline.rows import PredictionBatch
     from mnistkit.pipeline.runners import RunnerConfig, available_cores
 
-    runner = RunnerConfig()  # TensorFlow's pools sized as for the pipeline's worker threads
-    configure_tf_threads(runner.tf_intra_op_threads, runner.tf_inter_op_threads)
-    model = ServingModel(args.model)
+    # The engine's threads sized as for the pipeline's worker threads.
+    model = load_runtime(args.model, runtime_options(RunnerConfig(), args.runtime))
     cores = available_cores()
+    fmt = detect_format(args.input)
 
     def work(part: int, file_range) -> int:
         rows = 0
         with open(f"{args.output}-{part:05d}.jsonl", "w") as out:
-            for raw in read_range(file_range, "text", 2048):
-                batch, _ = parse_text(raw.records, raw.source)
+            for raw in read_range(file_range, fmt, 2048):
+                batch, _ = PARSERS[fmt](raw.records, raw.source)
                 probabilities, classes, _ = predict_rows(model, batch, 256)
                 out.write(PredictionBatch(batch.keys, classes, probabilities).to_json_lines() + "\n")
                 rows += len(batch)
         return rows
 
-    ranges = plan_ranges(args.input, "text", cores)
+    ranges = plan_ranges(args.input, fmt, cores)
     with ThreadPoolExecutor(cores) as pool:
         rows = sum(pool.map(work, range(len(ranges)), ranges))
     print(f"ceiling: {rows} rows")
@@ -137,20 +138,17 @@ def model_only(args: argparse.Namespace, beam_args: list[str]) -> None:
     import numpy as np
 
     from mnistkit.model_export.model import NUM_PIXELS
-    from mnistkit.pipeline.inference.handler import configure_tf_threads
-    from mnistkit.pipeline.inference.savedmodel import ServingModel
+    from mnistkit.pipeline.inference.runtimes import load_runtime, runtime_options
     from mnistkit.pipeline.runners import RunnerConfig, available_cores
 
-    runner = RunnerConfig()
-    configure_tf_threads(runner.tf_intra_op_threads, runner.tf_inter_op_threads)
-    model = ServingModel(args.model)
+    model = load_runtime(args.model, runtime_options(RunnerConfig(), args.runtime))
     keys = np.arange(256)
     images = np.random.default_rng(0).random((256, NUM_PIXELS), dtype=np.float32)
-    model(keys, images)
+    model.predict(keys, images)
 
     def calls(n: int) -> None:
         for _ in range(n):
-            model(keys, images)
+            model.predict(keys, images)
 
     cores = available_cores()
     started = time.monotonic()
@@ -175,6 +173,7 @@ def main() -> None:
     parser.add_argument("--input", required=True)
     parser.add_argument("--model", required=True, help="a version dir (SavedModel + model.keras)")
     parser.add_argument("--output", required=True)
+    parser.add_argument("--runtime", default="auto", help="model-only and ceiling: the mnistkit runtime")
     args, beam_args = parser.parse_known_args()
     started = time.monotonic()
     VARIANTS[args.variant](args, beam_args)

@@ -11,6 +11,14 @@ Variants (each in a fresh process, timed end to end from its command line, start
   d  the ceiling: batched parse + model in one process, no Beam (baselines.py ceiling)
 Then `mnistkit predict` on --memory-rows text rows, sampling the resident memory of its whole
 process tree. Writes benchmarks/results/predict.{json,png} and memory.png, prints a markdown table.
+
+    .venv/bin/python benchmarks/bench_predict.py --matrix seed:1000,seed:100000,tfrecord:100000 \
+        --seed-dir ../scratch/speed/data --model M [--matrix-variants stock,tensorflow,openvino,ceiling]
+
+The runtime matrix (issue 12): each input (seed-format text `seed-<rows>.txt` from --seed-dir,
+the kit's short text, TFRecord shards) at each size, every variant run back to back on it:
+stock RunInference, `mnistkit predict --runtime tensorflow`, `--runtime openvino`, and the
+no-Beam ceiling on OpenVINO; ratios to stock and to the ceiling. Writes results/matrix.json.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mnistkit.model_export.runtime import DEFAULTS
+from mnistkit.pipeline.runners import RunnerConfig
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -82,9 +91,12 @@ def _busy_cpu_s() -> float:
     return (user + nice + system) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_until_idle(max_wait_s: float = 600) -> None:
+IDLE_WAIT_S = [600.0]  # --idle-wait
+
+
+def wait_until_idle(max_wait_s: float | None = None) -> None:
     """Wait (up to `max_wait_s`) until the machine is at least 90 % idle, so runs are not shared."""
-    deadline = time.monotonic() + max_wait_s
+    deadline = time.monotonic() + (IDLE_WAIT_S[0] if max_wait_s is None else max_wait_s)
     while time.monotonic() < deadline:
         busy, wall = _busy_cpu_s(), time.monotonic()
         time.sleep(3)
@@ -158,7 +170,7 @@ def rows_file(work: Path, rows: int, fmt: str) -> Path:
 
 
 def _predict_command(model: str, input_uri: Path, output: Path) -> list[str]:
-    return [str(REPO / ".venv" / "bin" / "mnistkit"), "predict", "--model", model, "--input", str(input_uri),
+    return [str(Path(sys.executable).with_name("mnistkit")), "predict", "--model", model, "--input", str(input_uri),
             "--output", str(output), "--overwrite"]  # fmt: skip
 
 
@@ -172,7 +184,16 @@ def main() -> None:
     parser.add_argument("--variants", default="a,a2,b,c,c-tfrecord,d")
     parser.add_argument("--bench-python", default=str(REPO / ".venv-bench" / "bin" / "python"))
     parser.add_argument("--report-only", action="store_true", help="redraw the table and charts from the last results")
+    parser.add_argument("--matrix", help="INPUT:ROWS,... (INPUT seed, short or tfrecord): run the runtime matrix")
+    parser.add_argument("--matrix-variants", default="stock,tensorflow,openvino,ceiling")
+    parser.add_argument("--seed-dir", type=Path, help="holds seed-<rows>.txt (the original study's text format)")
+    parser.add_argument("--idle-wait", type=float, default=600, help="longest wait for an idle machine per run")
     args = parser.parse_args()
+    IDLE_WAIT_S[0] = args.idle_wait
+    if args.matrix:
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        matrix(args)
+        return
     if args.report_only:
         saved = json.loads((RESULTS / "predict.json").read_text())
         names = Run.__dataclass_fields__
@@ -181,8 +202,6 @@ def main() -> None:
         report(runs, memory, saved.get("model_only_rows_per_s"))
         return
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    from mnistkit.pipeline.runners import RunnerConfig
-
     work = args.work_dir
     model = prepare_model(work, args.model)
     text, tfrecord = rows_file(work, args.rows, "text"), rows_file(work, args.rows, "tfrecord")
@@ -215,6 +234,54 @@ def main() -> None:
         command = _predict_command(model, rows_file(work, args.memory_rows, "text"), work / "memory")
         memory = timed("memory", "mnistkit predict (text)", args.memory_rows, command)
     report(runs, memory, model_only_rate(model))
+
+
+def matrix_input(args: argparse.Namespace, kind: str, rows: int) -> Path:
+    if kind == "seed":
+        return args.seed_dir / f"seed-{rows}.txt"
+    shards = args.seed_dir and sorted(args.seed_dir.glob(f"tfr-{rows // 1000}k-*.tfrecord"))
+    if kind == "tfrecord" and shards:
+        return args.seed_dir / f"tfr-{rows // 1000}k-*-of-{len(shards):05d}.tfrecord"
+    return rows_file(args.work_dir, rows, "text" if kind == "short" else "tfrecord")
+
+
+def matrix(args: argparse.Namespace) -> None:
+    """Every --matrix-variants variant on every --matrix input, back to back; ratios per input."""
+    model = prepare_model(args.work_dir, args.model)
+    baseline = [str(REPO / "benchmarks" / "baselines.py")]
+    beam_flags = RunnerConfig(running_mode="multi_processing").flags()
+    results = []
+    for item in args.matrix.split(","):
+        kind, rows = item.split(":")
+        source, count = matrix_input(args, kind, int(rows)), int(rows)
+        runs: dict[str, Run] = {}
+        for variant in args.matrix_variants.split(","):
+            out = args.work_dir / f"m-{kind}-{rows}-{variant}"
+            if variant == "stock":
+                if kind == "tfrecord" or not Path(args.bench_python).exists():
+                    continue  # the stock strategy reads text only, and needs .venv-bench
+                command = [args.bench_python, *baseline, "stock", "--input", str(source), "--model", model,
+                           "--output", str(out), *beam_flags]  # fmt: skip
+            elif variant == "ceiling":
+                command = [sys.executable, *baseline, "ceiling", "--input", str(source), "--model", model,
+                           "--output", str(out), "--runtime", "openvino"]  # fmt: skip
+            else:
+                command = [*_predict_command(model, source, out), "--runtime", variant]
+            runs[variant] = timed(f"{kind}-{rows}-{variant}", variant, count, command)
+        for variant, run in runs.items():
+            results.append(
+                asdict(run)
+                | {"input": kind, "variant": variant, "rows_per_s": run.rows_per_s}
+                | {f"vs_{ref}": run.rows_per_s / runs[ref].rows_per_s for ref in ("stock", "ceiling") if ref in runs}
+            )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "matrix.json").write_text(json.dumps(results, indent=1) + "\n")
+    print("\n| input | rows | variant | wall s | rows/s | vs stock | vs ceiling | CPU s | others' CPU s | peak RSS MB |"
+          "\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+    for r in results:
+        ratios = " | ".join(f"{r[k]:.2f}×" if k in r else "–" for k in ("vs_stock", "vs_ceiling"))
+        print(f"| {r['input']} | {r['rows']:,} | {r['variant']} | {r['wall_s']:.1f} | {r['rows_per_s']:,.0f} | "
+              f"{ratios} | {r['cpu_s']:.1f} | {r['others_cpu_s']:.1f} | {r['peak_rss_mb']:,.0f} |")  # fmt: skip
 
 
 def model_only_rate(model: str) -> float:

@@ -29,6 +29,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
     from mnistkit.pipeline.cloud.training import VertexJobError
     from mnistkit.pipeline.cloud.vertex import VertexError
     from mnistkit.pipeline.inference.remote import EndpointError
+    from mnistkit.pipeline.inference.runtimes import RuntimeUnavailable
     from mnistkit.pipeline.inference.savedmodel import ModelError
     from mnistkit.pipeline.io.bigquery import BigQueryError
     from mnistkit.pipeline.io.files import InputError
@@ -44,6 +45,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
         FormatError,
         ModelError,
         EndpointError,
+        RuntimeUnavailable,
         OutputExistsError,
         BigQueryError,
         StreamInputError,

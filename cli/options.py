@@ -15,7 +15,7 @@ import click
 from click.core import ParameterSource
 
 from mnistkit.model_export.datasets import DATASETS
-from mnistkit.pipeline.choices import BIGQUERY_WRITES, RUNNERS
+from mnistkit.pipeline.choices import BIGQUERY_WRITES, INFERENCE_RUNTIMES, PRECISIONS, RUNNERS
 
 if TYPE_CHECKING:
     from mnistkit.pipeline.cloud.config import CloudConfig
@@ -34,6 +34,7 @@ __all__ = [
     "refuse_dataflow_options",
     "resolve_config",
     "runner_option",
+    "runtime_options",
     "settings_option",
     "show_progress",
     "stack",
@@ -73,6 +74,25 @@ data_dir_option = click.option(
 def runner_option(help: str) -> Callable[[Callable], Callable]:
     return click.option("--runner", type=click.Choice(RUNNERS), default="direct", show_envvar=True, help=help)
 
+
+runtime_options = stack(
+    click.option(
+        "--runtime",
+        type=click.Choice(INFERENCE_RUNTIMES),
+        default="auto",
+        show_envvar=True,
+        help="Inference engine. auto: TensorFlow (CUDA) where a GPU is visible, else OpenVINO when installed "
+        "(no TensorFlow import on CPU), else TensorFlow.",
+    ),
+    click.option(
+        "--precision",
+        type=click.Choice(PRECISIONS),
+        default="f32",
+        show_envvar=True,
+        help="bf16: faster on CPUs with native bf16 (OpenVINO only; refused elsewhere); the summary reports "
+        "its class agreement with f32 on the first batch.",
+    ),
+)
 
 bigquery_write_option = click.option(
     "--bigquery-write",

@@ -15,6 +15,7 @@ from mnistkit.cli.options import (
     model_or_endpoint,
     progress_option,
     runner_option,
+    runtime_options,
     show_progress,
     stack,
 )
@@ -116,6 +117,7 @@ _predict_cloud_options = stack(
     show_envvar=True,
     help=f"Exit with status {EXIT_TOO_MANY_ERRORS} when rejected/read rows exceed this fraction (e.g. 0.01).",
 )
+@runtime_options
 @click.option("--overwrite", is_flag=True, show_envvar=True, help="Replace the outputs of an earlier run.")
 @progress_option
 @_predict_cloud_options
@@ -132,6 +134,8 @@ def predict(
     min_batch: int | None,
     max_batch: int,
     max_error_rate: float | None,
+    runtime: str,
+    precision: str,
     overwrite: bool,
     progress: bool | None,
     errors_output: str | None,
@@ -163,6 +167,8 @@ def predict(
         runner=RunnerConfig(workers=workers, running_mode=running_mode),
         errors_output=errors_output,
         bigquery_write=bigquery_write,
+        runtime=runtime,
+        precision=precision,
     )
     if runner == "dataflow":
         summary = _predict_on_dataflow(config, **cloud)

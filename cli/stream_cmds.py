@@ -18,6 +18,7 @@ from mnistkit.cli.options import (
     model_or_endpoint,
     refuse_dataflow_options,
     runner_option,
+    runtime_options,
 )
 from mnistkit.cli.output import echo_launch, echo_outputs, echo_summary
 
@@ -102,6 +103,7 @@ _ENV = env_epilog("MNISTKIT_STREAM_MAX_BATCH=10")
     show_envvar=True,
     help="watch:// inputs: stop once no new file has appeared for this many seconds.",
 )
+@runtime_options
 @runner_option("Run here, or launch a streaming job on Dataflow with the settings of `mnistkit config show`.")
 @dataflow_options("mnistkit-stream")
 @user_errors
@@ -117,6 +119,8 @@ def stream(
     model_check_seconds: float,
     duration: float | None,
     idle_stop: float | None,
+    runtime: str,
+    precision: str,
     runner: str,
     **cloud: Any,
 ) -> None:
@@ -147,6 +151,8 @@ def stream(
         duration=duration,
         idle=idle_stop,
         errors_output=errors_output,
+        runtime=runtime,
+        precision=precision,
     )
     if runner == "dataflow":
         from mnistkit.pipeline.cloud.launch import launch_stream

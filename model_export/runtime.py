@@ -20,6 +20,7 @@ from typing import Any
 __all__ = [
     "DEFAULTS",
     "configure_tensorflow_env",
+    "import_openvino",
     "quiet_libraries",
 ]
 
@@ -38,6 +39,21 @@ def configure_tensorflow_env() -> None:
     """Apply DEFAULTS to os.environ where the user has not set them."""
     for name, value in DEFAULTS.items():
         os.environ.setdefault(name, value)
+
+
+def import_openvino() -> Any:
+    """`import openvino`, without its usage telemetry.
+
+    Importing openvino sends a "general_import" event to Google Analytics from a forked process
+    (openvino_telemetry, on unless a consent file in ~/intel says otherwise): a fork inside the
+    runner's multi-threaded gRPC process ("skipping fork() handlers"), a network call that
+    offline workers cannot make, and seconds of exit stall. With the package hidden, openvino
+    falls back to its own no-op telemetry stub.
+    """
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+    import openvino
+
+    return openvino
 
 
 def quiet_libraries() -> None:

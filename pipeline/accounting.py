@@ -26,6 +26,7 @@ __all__ = [
     "ROWS_PREDICTED",
     "ROWS_READ",
     "Summary",
+    "count_precision_check",
     "count_predicted",
     "count_read",
     "count_rejected",
@@ -44,6 +45,9 @@ ROWS_PREDICTED = "rows_predicted"
 # A distribution of end-to-end stream latencies (event time → prediction), in ms.
 LATENCY_MS = "latency_ms"
 _REJECTED_PREFIX = "rejected_"
+# A reduced-precision run's check against f32: rows scored both ways, and those whose class agreed.
+_CHECKED_ROWS = "precision_check_rows"
+_AGREEING_ROWS = "precision_check_agreeing"
 
 
 def count_read(n: int, nbytes: int = 0) -> None:
@@ -61,6 +65,12 @@ def count_predicted(n: int) -> None:
 def count_rejected(reason: str) -> None:
     Metrics.counter(NAMESPACE, _REJECTED_PREFIX + reason).inc()
     _TALLY.add(_REJECTED_PREFIX + reason, 1)
+
+
+def count_precision_check(rows: int, agreeing: int) -> None:
+    """`rows` scored at the run's precision and in f32, `agreeing` of them with the same class."""
+    Metrics.counter(NAMESPACE, _CHECKED_ROWS).inc(rows)
+    Metrics.counter(NAMESPACE, _AGREEING_ROWS).inc(agreeing)
 
 
 def record_latency(ms: float) -> None:
@@ -218,6 +228,11 @@ class Summary:
     rejected: dict[str, int]
     wall_time_s: float
     outputs: dict[str, str] = field(default_factory=dict)
+    # The inference runtime and precision that scored the rows; for a reduced precision, its
+    # class agreement with f32 on the first batch each worker scored (rows checked, fraction).
+    runtime: str = ""
+    precision: str = "f32"
+    precision_check: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_counters(cls, counters: dict[str, int], **fields: Any) -> Summary:
@@ -226,6 +241,10 @@ class Summary:
             for name, value in sorted(counters.items())
             if name.startswith(_REJECTED_PREFIX) and value
         }
+        checked = counters.get(_CHECKED_ROWS, 0)
+        if checked:
+            agreement = round(counters.get(_AGREEING_ROWS, 0) / checked, 6)
+            fields.setdefault("precision_check", {"rows": checked, "class_agreement_with_f32": agreement})
         return cls(
             rows_read=counters.get(ROWS_READ, 0),
             rows_predicted=counters.get(ROWS_PREDICTED, 0),

@@ -27,6 +27,7 @@ from mnistkit.pipeline import accounting
 from mnistkit.pipeline.accounting import Summary, query_counters
 from mnistkit.pipeline.choices import FORMATS
 from mnistkit.pipeline.inference.factory import batch_handler
+from mnistkit.pipeline.inference.runtimes import runtime_options
 from mnistkit.pipeline.inference.savedmodel import ModelInfo
 from mnistkit.pipeline.io import bigquery
 from mnistkit.pipeline.io.files import match_files
@@ -87,6 +88,9 @@ class PredictConfig:
     bigquery_write: str = "append"
     # A bq:// input: DIRECT_READ (Storage Read API) or EXPORT, as the deployment allows.
     bigquery_read_method: str = "DIRECT_READ"
+    # The inference runtime (choices.INFERENCE_RUNTIMES) and its precision (choices.PRECISIONS).
+    runtime: str = "auto"
+    precision: str = "f32"
 
     @property
     def report_prefix(self) -> str:
@@ -147,6 +151,7 @@ class StartedRun:
     model: ModelInfo
     format: str
     started: float
+    runtime: str = ""
 
     def finish(self) -> Summary:
         self.result.wait_until_finish()
@@ -158,6 +163,8 @@ class StartedRun:
             model=self.model.uri,
             format=self.format,
             wall_time_s=time.monotonic() - self.started,
+            runtime=self.runtime,
+            precision=config.precision,
             outputs={
                 "predictions": config.predictions_pattern,
                 "errors": config.errors_pattern,
@@ -191,17 +198,17 @@ def start_predict(config: PredictConfig) -> StartedRun:
         accounting.start_progress(sum(size for _, size in match_files(config.input)))
     if fmt not in FORMATS:
         raise FormatError(f"predict reads {', '.join(FORMATS)}; convert {fmt} inputs first (mnistkit convert).")
-    model, handler = batch_handler(
+    model, handler, runtime_name = batch_handler(
         config.model,
         min_batch=config.min_batch or config.max_batch,
         max_batch=config.max_batch,
-        intra_op_threads=config.runner.tf_intra_op_threads,
-        inter_op_threads=config.runner.tf_inter_op_threads,
+        runtime=runtime_options(config.runner, config.runtime, config.precision),
+        here=isinstance(config.runner, RunnerConfig),
     )
     _clear_outputs(config)
     pipeline = beam.Pipeline(options=config.runner.pipeline_options())
     build_pipeline(pipeline, config, fmt, handler)
-    return StartedRun(config, pipeline.run(), model, fmt, started)
+    return StartedRun(config, pipeline.run(), model, fmt, started, runtime_name)
 
 
 def _clear_outputs(config: PredictConfig) -> None:

@@ -7,7 +7,9 @@ __all__ = [
     "FORMATS",
     "FRAMEWORKS",
     "IMAGE_BACKENDS",
+    "INFERENCE_RUNTIMES",
     "INPUT_FORMATS",
+    "PRECISIONS",
     "RUNNERS",
     "RUNNING_MODES",
 ]
@@ -24,3 +26,7 @@ BIGQUERY_READ_METHODS = ("DIRECT_READ", "EXPORT")
 FRAMEWORKS = ("tensorflow", "pytorch")
 # Where `mnistkit image build` builds: Cloud Build, or a local Docker engine.
 IMAGE_BACKENDS = ("cloud-build", "docker")
+# The engine that runs the model (pipeline/inference/runtimes.py); `auto` picks by export and hardware.
+INFERENCE_RUNTIMES = ("auto", "tensorflow", "openvino")
+# Model arithmetic: f32, or bf16 where the CPU has native bf16 (OpenVINO only).
+PRECISIONS = ("f32", "bf16")

@@ -3,14 +3,29 @@ endpoint (`mnistkit serve`, Vertex AI) that the pipeline calls; the pipelines as
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from apache_beam.ml.inference.base import ModelHandler
 
+from mnistkit.model_export.export import DEFAULT_FRAMEWORK
 from mnistkit.pipeline.inference.handler import SavedModelHandler
 from mnistkit.pipeline.inference.hot_swap import StreamModelHandler
 from mnistkit.pipeline.inference.remote import RemoteBatchHandler, RemoteStreamHandler, is_endpoint, predict_url
+from mnistkit.pipeline.inference.runtimes import RuntimeOptions, check_runtime
 from mnistkit.pipeline.inference.savedmodel import ModelInfo, validate_model
 
-__all__ = ["batch_handler", "check_model", "stream_handler"]
+__all__ = ["REMOTE", "Scorer", "batch_handler", "check_model", "check_scorer", "stream_handler"]
+
+# The runtime named for rows scored by an endpoint (the summary's `runtime`).
+REMOTE = "remote"
+
+
+class Scorer(NamedTuple):
+    """What will score a run's rows: the checked model, its Beam handler, and the runtime's name."""
+
+    model: ModelInfo
+    handler: ModelHandler
+    runtime: str
 
 
 def check_model(uri: str) -> ModelInfo:
@@ -21,25 +36,30 @@ def check_model(uri: str) -> ModelInfo:
     return validate_model(uri)
 
 
-def batch_handler(
-    uri: str, *, min_batch: int, max_batch: int, intra_op_threads: int = 0, inter_op_threads: int = 0
-) -> tuple[ModelInfo, ModelHandler]:
-    """The batch pipeline's handler for `uri`; with an endpoint, `max_batch` rows go per request."""
+def check_scorer(uri: str, runtime: RuntimeOptions, here: bool) -> tuple[ModelInfo, str]:
+    """The checked model behind `uri` and the name of the runtime that will score with it.
+
+    Checked before anything runs: a run `here` fully, a remote one for what holds on every
+    worker (check_runtime); an endpoint is its own runtime.
+    """
     model = check_model(uri)
     if is_endpoint(uri):
-        return model, RemoteBatchHandler(uri, min_batch_size=min_batch, max_batch_size=max_batch, max_rows=max_batch)
-    handler = SavedModelHandler(
-        model.uri,
-        min_batch_size=min_batch,
-        max_batch_size=max_batch,
-        intra_op_threads=intra_op_threads,
-        inter_op_threads=inter_op_threads,
-    )
-    return model, handler
+        return model, REMOTE
+    return model, check_runtime(runtime, model.metadata.get("framework", DEFAULT_FRAMEWORK), here=here)
 
 
-def stream_handler(uri: str, *, max_batch: int, check_seconds: float) -> ModelHandler:
+def batch_handler(uri: str, *, min_batch: int, max_batch: int, runtime: RuntimeOptions, here: bool) -> Scorer:
+    """The batch pipeline's scorer for `uri`; with an endpoint, `max_batch` rows go per request."""
+    model, name = check_scorer(uri, runtime, here)
+    if is_endpoint(uri):
+        handler = RemoteBatchHandler(uri, min_batch_size=min_batch, max_batch_size=max_batch, max_rows=max_batch)
+    else:
+        handler = SavedModelHandler(model.uri, min_batch_size=min_batch, max_batch_size=max_batch, runtime=runtime)
+    return Scorer(model, handler, name)
+
+
+def stream_handler(uri: str, *, max_batch: int, check_seconds: float, runtime: RuntimeOptions) -> ModelHandler:
     """The stream's handler for `uri`: a micro-batch per model call, or per request to an endpoint."""
     if is_endpoint(uri):
         return RemoteStreamHandler(uri, max_rows=max_batch)
-    return StreamModelHandler(uri, max_batch=max_batch, check_seconds=check_seconds)
+    return StreamModelHandler(uri, max_batch=max_batch, check_seconds=check_seconds, runtime=runtime)

@@ -18,28 +18,28 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
 from mnistkit.model_export.model import NUM_CLASSES
-from mnistkit.pipeline.inference.savedmodel import ServingModel, local_copy, resolve_model
+from mnistkit.pipeline.inference.runtimes import Runtime, RuntimeOptions, load_runtime
+from mnistkit.pipeline.inference.savedmodel import local_copy, resolve_model
 from mnistkit.pipeline.rows import DeadLetter, ParsedBatch, PredictionBatch, Reason
 
 __all__ = [
     "SavedModelHandler",
-    "configure_tf_threads",
     "predict_rows",
 ]
 
 _LOGGER = logging.getLogger(__name__)
 
 
-class SavedModelHandler(ModelHandler[ParsedBatch, PredictionBatch, ServingModel]):
-    """Runs ParsedBatches through the `serving_default` signature of an exported model.
+class SavedModelHandler(ModelHandler[ParsedBatch, PredictionBatch, Runtime]):
+    """Runs ParsedBatches through an exported model on the runtime `runtime` picks (runtimes.py).
 
     Args:
       model_uri: export base dir (newest version), version dir or its saved_model.pb; local or gs://.
       min_batch_size, max_batch_size: bounds, in rows, of one model call.
       max_batch_duration_secs: for streaming: longest time a row waits for its batch to fill.
-      intra_op_threads, inter_op_threads: TensorFlow thread pools per worker process; 0 keeps
-        TensorFlow's default (all cores), which oversubscribes the CPU when several worker
-        processes share a machine.
+      runtime: the inference runtime and precision, and the engine's threads per worker process;
+        0 threads keeps the engine's default (all cores), which oversubscribes the CPU when
+        several worker processes share a machine.
     """
 
     def __init__(
@@ -49,8 +49,7 @@ class SavedModelHandler(ModelHandler[ParsedBatch, PredictionBatch, ServingModel]
         min_batch_size: int = 1,
         max_batch_size: int = 256,
         max_batch_duration_secs: float | None = None,
-        intra_op_threads: int = 0,
-        inter_op_threads: int = 0,
+        runtime: RuntimeOptions = RuntimeOptions(),
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -62,11 +61,10 @@ class SavedModelHandler(ModelHandler[ParsedBatch, PredictionBatch, ServingModel]
         )
         self._model_uri = model_uri
         self._max_rows = max_batch_size
-        self._threads = (intra_op_threads, inter_op_threads)
+        self._runtime = runtime
 
-    def load_model(self) -> ServingModel:
-        configure_tf_threads(*self._threads)
-        return ServingModel(local_copy(resolve_model(self._model_uri)))
+    def load_model(self) -> Runtime:
+        return load_runtime(local_copy(resolve_model(self._model_uri)), self._runtime)
 
     def update_model_path(self, model_path: str | None = None) -> None:
         if model_path:
@@ -75,7 +73,7 @@ class SavedModelHandler(ModelHandler[ParsedBatch, PredictionBatch, ServingModel]
     def run_inference(
         self,
         batch: Sequence[ParsedBatch],
-        model: ServingModel,
+        model: Runtime,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionBatch]:
         """One PredictionBatch per ParsedBatch, from model calls of at most `max_batch_size` rows."""
@@ -112,9 +110,7 @@ class SavedModelHandler(ModelHandler[ParsedBatch, PredictionBatch, ServingModel]
         return "mnistkit_RunInference"
 
 
-def predict_rows(
-    model: ServingModel, rows: ParsedBatch, max_rows: int
-) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+def predict_rows(model: Runtime, rows: ParsedBatch, max_rows: int) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
     """Probabilities [n, 10] and classes [n] for `rows`, and an error message by failed row index.
 
     A model call that raises is retried row by row, so one poisonous row costs itself only, not the
@@ -127,31 +123,18 @@ def predict_rows(
     for start in range(0, n, max_rows):
         stop = min(start + max_rows, n)
         try:
-            probabilities[start:stop], classes[start:stop] = model(rows.keys[start:stop], rows.images[start:stop])
+            probabilities[start:stop], classes[start:stop] = model.predict(
+                rows.keys[start:stop], rows.images[start:stop]
+            )
         except Exception as exc:  # whatever the model raises, the rows decide who is to blame
             _LOGGER.warning("Model call on %d rows failed (%s); retrying row by row", stop - start, exc)
             for i in range(start, stop):
                 try:
-                    probabilities[i : i + 1], classes[i : i + 1] = model(rows.keys[i : i + 1], rows.images[i : i + 1])
+                    probabilities[i : i + 1], classes[i : i + 1] = model.predict(
+                        rows.keys[i : i + 1], rows.images[i : i + 1]
+                    )
                 except Exception as row_exc:  # as above, for one row
                     errors[i] = f"{type(row_exc).__name__}: {row_exc}"
     for i in np.flatnonzero(~np.isfinite(probabilities).all(axis=1)):
         errors.setdefault(int(i), "the model returned non-finite probabilities")
     return probabilities, classes, errors
-
-
-def configure_tf_threads(intra_op: int, inter_op: int) -> None:
-    """Size TensorFlow's thread pools for this process (0 keeps a default); a no-op once TF runs."""
-    if not intra_op and not inter_op:
-        return
-    import tensorflow as tf
-
-    try:
-        if intra_op:
-            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-        if inter_op:
-            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
-    except RuntimeError:
-        # TensorFlow is already running in this process (the in-process runner after the CLI's
-        # model check); its pools are fixed for good, which is harmless for one worker.
-        _LOGGER.debug("TensorFlow already initialised; keeping its thread pools")

@@ -25,7 +25,8 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from mnistkit.model_export.model import NUM_CLASSES, NUM_PIXELS
 from mnistkit.pipeline.inference.handler import predict_rows
-from mnistkit.pipeline.inference.savedmodel import ModelError, ServingModel, local_copy, resolve_model, validate_model
+from mnistkit.pipeline.inference.runtimes import Runtime, RuntimeOptions, load_runtime
+from mnistkit.pipeline.inference.savedmodel import ModelError, local_copy, resolve_model, validate_model
 from mnistkit.pipeline.rows import ScoredBatch, StreamBatch
 
 __all__ = [
@@ -47,12 +48,15 @@ class LatestModel:
     looks the same as a broken one until it is complete.
     """
 
-    def __init__(self, uri: str, check_seconds: float, retry_seconds: float = 60.0) -> None:
+    def __init__(
+        self, uri: str, check_seconds: float, runtime: RuntimeOptions = RuntimeOptions(), retry_seconds: float = 60.0
+    ) -> None:
         self._uri = uri
         self._check_seconds = check_seconds
+        self._runtime = runtime
         self._retry_seconds = retry_seconds
         self._version_uri = resolve_model(uri)
-        self._model = ServingModel(local_copy(self._version_uri))
+        self._model = load_runtime(local_copy(self._version_uri), runtime)
         self._checked_at = time.monotonic()
         # Versions that failed: when each may be tried again, and its current back-off.
         self._retry_at: dict[str, tuple[float, float]] = {}
@@ -62,7 +66,7 @@ class LatestModel:
     def version(self) -> str:
         return os.path.basename(self._version_uri)
 
-    def current(self) -> tuple[ServingModel, str]:
+    def current(self) -> tuple[Runtime, str]:
         """The model to use for the next call, and its version."""
         with self._lock:
             due = time.monotonic() - self._checked_at >= self._check_seconds
@@ -87,7 +91,7 @@ class LatestModel:
             return
         try:
             validate_model(newest)
-            model = ServingModel(local_copy(newest))
+            model = load_runtime(local_copy(newest), self._runtime)
             canary_problem(model)
         except Exception as exc:  # ModelError, or TensorFlow's zoo of types for unreadable SavedModels
             backoff = min(backoff * 2, 3600.0)
@@ -100,11 +104,11 @@ class LatestModel:
         _LOGGER.warning("Now serving model version %s", newest)
 
 
-def canary_problem(model: ServingModel) -> None:
+def canary_problem(model: Runtime) -> None:
     """Raise ModelError unless `model` answers a small fixed batch with finite probabilities."""
     rng = np.random.default_rng(0)
     images = np.concatenate([np.zeros((1, NUM_PIXELS)), np.ones((1, NUM_PIXELS)), rng.random((6, NUM_PIXELS))])
-    probabilities, classes = model(np.arange(8, dtype=np.int64), images.astype(np.float32))
+    probabilities, classes = model.predict(np.arange(8, dtype=np.int64), images.astype(np.float32))
     probabilities, classes = np.asarray(probabilities), np.asarray(classes)
     if probabilities.shape != (8, NUM_CLASSES) or classes.shape != (8,):
         raise ModelError(f"canary batch: outputs of shape {probabilities.shape} and {classes.shape}")
@@ -117,7 +121,7 @@ def canary_problem(model: ServingModel) -> None:
 # One LatestModel per export dir (and check period) and process. Beam's own cache (`Shared`)
 # holds models weakly, and the BundleBasedDirectRunner makes a new RunInference DoFn for every
 # bundle: with nothing else holding the model, every micro-batch there would load it again.
-_LOADED: dict[tuple[str, float], LatestModel] = {}
+_LOADED: dict[tuple[str, float, RuntimeOptions], LatestModel] = {}
 _LOADED_LOCK = threading.Lock()
 
 
@@ -128,17 +132,20 @@ class StreamModelHandler(ModelHandler[StreamBatch, ScoredBatch, LatestModel]):
     RunInference's own batching is off: it would only join micro-batches that share a bundle.
     """
 
-    def __init__(self, model_uri: str, *, max_batch: int, check_seconds: float = 10.0) -> None:
+    def __init__(
+        self, model_uri: str, *, max_batch: int, check_seconds: float = 10.0, runtime: RuntimeOptions = RuntimeOptions()
+    ) -> None:
         super().__init__()
         self._model_uri = model_uri
         self._max_batch = max_batch
         self._check_seconds = check_seconds
+        self._runtime = runtime
 
     def load_model(self) -> LatestModel:
-        key = (self._model_uri, self._check_seconds)
+        key = (self._model_uri, self._check_seconds, self._runtime)
         with _LOADED_LOCK:
             if key not in _LOADED:
-                _LOADED[key] = LatestModel(self._model_uri, self._check_seconds)
+                _LOADED[key] = LatestModel(self._model_uri, self._check_seconds, self._runtime)
             return _LOADED[key]
 
     def should_skip_batching(self) -> bool:

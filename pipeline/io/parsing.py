@@ -25,6 +25,7 @@ from typing import TypeVar
 import numpy as np
 
 from mnistkit.model_export.model import NUM_PIXELS, to_model_input
+from mnistkit.pipeline.io import textparse
 from mnistkit.pipeline.io.reference import (
     MAX_JSON_DEPTH,
     MAX_KEY_DIGITS,
@@ -55,7 +56,32 @@ R = TypeVar("R")
 
 
 def parse_text(records: Sequence[bytes], source: str) -> ParseResult:
-    """Parse `key:v1,...,v784` lines (floats in 0..1)."""
+    """Parse `key:v1,...,v784` lines (floats in 0..1).
+
+    textparse's compiled scanner decides the rows it can in one pass; the rest go through
+    `_parse_text_records`, in groups bisected until each group's survivors are known by index.
+    """
+    scan = textparse.scan_text(records)
+    if scan is None:
+        return _parse_text_records(records, source)
+    if scan.ok.all():
+        return ParsedBatch(scan.keys, scan.images, [source] * len(records)), []
+    parts: list[_Part] = [(np.flatnonzero(scan.ok), scan.keys[scan.ok], scan.images[scan.ok])]
+    dead: list[DeadLetter] = []
+    pending = [np.flatnonzero(~scan.ok)] if not scan.ok.all() else []
+    while pending:
+        indices = pending.pop()
+        batch, letters = _parse_text_records([records[i] for i in indices], source)
+        if len(batch) == len(indices) or len(indices) == 1:
+            dead += letters
+            parts.append((indices[: len(batch)], batch.keys, batch.images))
+        else:
+            pending += [indices[len(indices) // 2 :], indices[: len(indices) // 2]]
+    return _checked_batch(list(records), parts, source, dead)
+
+
+def _parse_text_records(records: Sequence[bytes], source: str) -> ParseResult:
+    """The per-record text parser: checks each line, names each rejected line's reason."""
     dead: list[DeadLetter] = []
     keys: list[int] = []
     kept: list[bytes] = []

@@ -29,13 +29,13 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.ml.inference.base import RunInference
+from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mnistkit.pipeline import accounting
 from mnistkit.pipeline.accounting import LATENCY_MS, Summary, query_counters
-from mnistkit.pipeline.inference.factory import check_model, stream_handler
-from mnistkit.pipeline.inference.hot_swap import StreamModelHandler
+from mnistkit.pipeline.inference.factory import check_scorer, stream_handler
+from mnistkit.pipeline.inference.runtimes import RuntimeOptions, runtime_options
 from mnistkit.pipeline.io.bigquery import is_bigquery, parse_table
 from mnistkit.pipeline.io.parsing import PARSERS
 from mnistkit.pipeline.io.streams import (
@@ -138,7 +138,7 @@ class ScoreStream(beam.PTransform):
 
     def __init__(
         self,
-        handler: StreamModelHandler,
+        handler: ModelHandler,
         max_batch: int,
         window_seconds: float,
         sharded: bool = False,
@@ -191,6 +191,16 @@ class StreamConfig:
     idle: float | None = None
     errors_output: str | None = None
     runner: Runner | None = None
+    # The inference runtime (choices.INFERENCE_RUNTIMES) and its precision (choices.PRECISIONS).
+    runtime: str = "auto"
+    precision: str = "f32"
+
+    @property
+    def runtime_options(self) -> RuntimeOptions:
+        # A stream's local runners run one worker; a remote runner sizes the engine per worker.
+        if self.runner is None:
+            return RuntimeOptions(self.runtime, self.precision)
+        return runtime_options(self.runner, self.runtime, self.precision)
 
     @property
     def errors_folder(self) -> str:
@@ -223,7 +233,12 @@ def build_stream_pipeline(pipeline: beam.Pipeline, config: StreamConfig) -> None
     """Add source → ScoreStream → sink for `config` to `pipeline`."""
     source = parse_input(config.input)
     records, source_dead = read_stream(pipeline, source, config.poll_seconds, StopPolicy(config.duration, config.idle))
-    handler = stream_handler(config.model, max_batch=config.max_batch, check_seconds=config.model_check_seconds)
+    handler = stream_handler(
+        config.model,
+        max_batch=config.max_batch,
+        check_seconds=config.model_check_seconds,
+        runtime=config.runtime_options,
+    )
     scored = records | "ScoreStream" >> ScoreStream(
         handler, config.max_batch, config.window_seconds, sharded=config.runner is not None
     )
@@ -266,7 +281,7 @@ def start_stream(config: StreamConfig) -> StartedStream:
     _check_folders(config, source)
     # The check reads the newest version; the stream serves the export dir itself, so that
     # newer versions are picked up as they appear.
-    model = check_model(config.model)
+    model, _ = check_scorer(config.model, config.runtime_options, here=config.runner is None)
     pipeline = beam.Pipeline(options=PipelineOptions(stream_pipeline_args(source, config.runner)))
     build_stream_pipeline(pipeline, config)
     result = pipeline.run()
