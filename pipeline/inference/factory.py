@@ -7,7 +7,13 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from mnistkit.pipeline.inference.handler import SavedModelHandler
 from mnistkit.pipeline.inference.hot_swap import StreamModelHandler
-from mnistkit.pipeline.inference.remote import RemoteBatchHandler, RemoteStreamHandler, is_endpoint, predict_url
+from mnistkit.pipeline.inference.remote import (
+    RemoteBatchHandler,
+    RemoteStreamHandler,
+    endpoint_token,
+    is_endpoint,
+    predict_url,
+)
 from mnistkit.pipeline.inference.savedmodel import ModelInfo, validate_model
 
 __all__ = ["batch_handler", "check_model", "stream_handler"]
@@ -24,10 +30,14 @@ def check_model(uri: str) -> ModelInfo:
 def batch_handler(
     uri: str, *, min_batch: int, max_batch: int, intra_op_threads: int = 0, inter_op_threads: int = 0
 ) -> tuple[ModelInfo, ModelHandler]:
-    """The batch pipeline's handler for `uri`; with an endpoint, `max_batch` rows go per request."""
+    """The batch pipeline's handler for `uri`; with an endpoint, `max_batch` rows go per request (with
+    the bearer token of $MNISTKIT_ENDPOINT_TOKEN, when set)."""
     model = check_model(uri)
     if is_endpoint(uri):
-        return model, RemoteBatchHandler(uri, min_batch_size=min_batch, max_batch_size=max_batch, max_rows=max_batch)
+        handler = RemoteBatchHandler(
+            uri, min_batch_size=min_batch, max_batch_size=max_batch, max_rows=max_batch, token=endpoint_token()
+        )
+        return model, handler
     handler = SavedModelHandler(
         model.uri,
         min_batch_size=min_batch,
@@ -41,5 +51,5 @@ def batch_handler(
 def stream_handler(uri: str, *, max_batch: int, check_seconds: float) -> ModelHandler:
     """The stream's handler for `uri`: a micro-batch per model call, or per request to an endpoint."""
     if is_endpoint(uri):
-        return RemoteStreamHandler(uri, max_rows=max_batch)
+        return RemoteStreamHandler(uri, max_rows=max_batch, token=endpoint_token())
     return StreamModelHandler(uri, max_batch=max_batch, check_seconds=check_seconds)
