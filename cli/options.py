@@ -7,6 +7,7 @@ cloud.launch.DataflowRunnerConfig), so no command builds those by hand.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ __all__ = [
     "dataflow_runner",
     "dataset_option",
     "endpoint_option",
+    "endpoint_token_option",
     "env_epilog",
     "model_or_endpoint",
     "progress_option",
@@ -108,6 +110,40 @@ endpoint_option = click.option(
     help="Call an online endpoint instead of loading --model: a `mnistkit serve` URL (http://HOST:PORT) or "
     "vertex://projects/P/locations/L/endpoints/E. --max-batch rows go per request (1: a request per row); "
     "rows of requests that fail for good are dead-lettered with the HTTP status.",
+)
+
+
+def _hand_token_to_the_pipeline(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """A --endpoint-token flag reaches the remote handlers as $MNISTKIT_ENDPOINT_TOKEN, for this command only.
+
+    The environment, not the run's config: configs are written into summaries and job options,
+    and a secret must not be.
+    """
+    from mnistkit.pipeline.inference.remote import TOKEN_ENV
+
+    if value is None or ctx.get_parameter_source(param.name) is ParameterSource.ENVIRONMENT:
+        return
+    previous = os.environ.get(TOKEN_ENV)
+    os.environ[TOKEN_ENV] = value
+
+    def restore() -> None:
+        if previous is None:
+            os.environ.pop(TOKEN_ENV, None)
+        else:
+            os.environ[TOKEN_ENV] = previous
+
+    ctx.call_on_close(restore)
+
+
+endpoint_token_option = click.option(
+    "--endpoint-token",
+    metavar="TOKEN",
+    envvar="MNISTKIT_ENDPOINT_TOKEN",
+    show_envvar=True,
+    expose_value=False,
+    callback=_hand_token_to_the_pipeline,
+    help="Bearer token of a `mnistkit serve --token` endpoint (https or loopback only); never printed. Prefer "
+    "the environment variable: a flag is visible to other users in the process list.",
 )
 
 

@@ -11,6 +11,7 @@ from mnistkit.cli.options import (
     bigquery_write_option,
     dataflow_options,
     endpoint_option,
+    endpoint_token_option,
     env_epilog,
     model_or_endpoint,
     progress_option,
@@ -53,6 +54,7 @@ _predict_cloud_options = stack(
     "a local path or gs://.",
 )
 @endpoint_option
+@endpoint_token_option
 @click.option(
     "--input",
     "input_uri",

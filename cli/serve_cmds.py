@@ -168,6 +168,12 @@ def endpoint() -> None:
 @click.option("--max-replicas", type=click.IntRange(min=1), default=1, help="Autoscaling ceiling.")
 @click.option("--accelerator", metavar="TYPE", help="A GPU per replica, e.g. NVIDIA_TESLA_T4 or NVIDIA_L4.")
 @click.option("--accelerator-count", type=click.IntRange(min=1), default=1, help="GPUs per replica.")
+@click.option(
+    "--service-account",
+    metavar="EMAIL",
+    help="Account the model runs as (it reads the model bucket); default: the serving_service_account setting, "
+    "else Vertex AI's own service agent.",
+)
 @_dry_run_option
 @_poll_option
 @settings_option
@@ -183,6 +189,7 @@ def deploy(
     max_replicas: int,
     accelerator: str | None,
     accelerator_count: int,
+    service_account: str | None,
     dry_run: bool,
     poll_seconds: float,
     settings: tuple[str, ...],
@@ -205,7 +212,7 @@ def deploy(
         max_replicas=max_replicas,
         accelerator_type=accelerator,
         accelerator_count=accelerator_count if accelerator else 0,
-        service_account=None,
+        service_account=service_account or config.serving_service_account,
     )
     api = _api(name.split("/")[3], dry_run, poll_seconds)
     uploaded = upload_model(api, deploy_config, config.project_id, click.echo)

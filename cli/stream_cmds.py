@@ -14,6 +14,7 @@ from mnistkit.cli.options import (
     dataflow_runner,
     dataset_option,
     endpoint_option,
+    endpoint_token_option,
     env_epilog,
     model_or_endpoint,
     refuse_dataflow_options,
@@ -36,6 +37,7 @@ _ENV = env_epilog("MNISTKIT_STREAM_MAX_BATCH=10")
     "while the stream runs. A version dir pins that version.",
 )
 @endpoint_option
+@endpoint_token_option
 @click.option(
     "--input",
     "input_uri",

@@ -101,10 +101,26 @@ module "iam" {
     dead_letter_topic        = module.pubsub.names.dead_letter_topic
     dead_letter_subscription = module.pubsub.names.dead_letter_subscription
   }
-  launcher_members        = var.launcher_members
-  model_publisher_members = var.model_publisher_members
-  image_pusher_members    = var.image_pusher_members
-  bigquery_direct_read    = var.bigquery_direct_read
+  launcher_members         = var.launcher_members
+  model_publisher_members  = var.model_publisher_members
+  image_pusher_members     = var.image_pusher_members
+  bigquery_direct_read     = var.bigquery_direct_read
+  serving_account_id       = var.serving_account_id
+  endpoint_invoker_members = var.endpoint_invoker_members
+  endpoint_invoker_role_id = var.endpoint_invoker_role_id
+
+  depends_on = [module.services]
+}
+
+# The endpoint only: `mnistkit endpoint deploy` puts a model on it (Terraform cannot: the
+# provider's deployed_models is output-only). Who may call it is granted in modules/iam.
+module "vertex_endpoint" {
+  source       = "./modules/vertex_endpoint"
+  project_id   = var.project_id
+  region       = var.region
+  endpoint_id  = var.vertex_endpoint_id
+  kms_key_name = module.cmek.kms_key_name
+  labels       = local.labels
 
   depends_on = [module.services]
 }

@@ -146,6 +146,21 @@ output "worker_image" {
   value       = "${module.artifact_registry.url}/${var.worker_image_name}:${var.worker_image_tag}"
 }
 
+output "serving_image" {
+  description = "Serving container image (mnistkit serve) that mnistkit endpoint deploy runs on the endpoint."
+  value       = "${module.artifact_registry.url}/${var.serving_image_name}:${var.serving_image_tag}"
+}
+
+output "vertex_endpoint" {
+  description = "Vertex AI endpoint for online predictions: projects/P/locations/L/endpoints/ID (empty until mnistkit endpoint deploy)."
+  value       = module.vertex_endpoint.endpoint
+}
+
+output "serving_service_account" {
+  description = "Email of the service account the deployed model runs as (endpoint deploy --service-account); it reads the model bucket only."
+  value       = module.iam.serving_service_account
+}
+
 output "worker_machine_type" {
   description = "Worker machine type (--machine_type); null leaves Dataflow's default."
   value       = module.gpu_placement.machine_type

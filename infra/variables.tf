@@ -72,6 +72,57 @@ variable "training_account_id" {
   description = "account_id of the training service account, the identity that publishes models."
 }
 
+variable "serving_account_id" {
+  type        = string
+  default     = "mnistkit-serving"
+  description = "account_id of the service account the model on the Vertex AI endpoint runs as (reads the model bucket only)."
+}
+
+variable "endpoint_invoker_members" {
+  type        = set(string)
+  default     = []
+  description = "Principals that may call the Vertex AI endpoint for predictions, e.g. [\"serviceAccount:app@p.iam.gserviceaccount.com\"] (a predict-only custom role on the project: Vertex AI endpoints have no IAM of their own in the google provider)."
+
+  validation {
+    condition     = alltrue([for m in var.endpoint_invoker_members : can(regex("^(user|group|serviceAccount|principal|principalSet):", m))])
+    error_message = "endpoint_invoker_members entries need a type prefix such as serviceAccount:app@my-proj.iam.gserviceaccount.com."
+  }
+}
+
+variable "endpoint_invoker_role_id" {
+  type        = string
+  default     = "mnistkitEndpointInvoker"
+  description = "role_id of the predict-only custom role (a deleted custom role keeps its id for 44 days: pick another to redeploy sooner)."
+}
+
+variable "vertex_endpoint_id" {
+  type        = string
+  default     = null
+  description = "Numeric id of the Vertex AI endpoint (1-10 digits, no leading zero); null derives a stable one from project_id."
+
+  validation {
+    condition     = var.vertex_endpoint_id == null || can(regex("^[1-9][0-9]{0,9}$", var.vertex_endpoint_id))
+    error_message = "vertex_endpoint_id must be 1-10 digits without a leading zero, or null."
+  }
+}
+
+variable "serving_image_name" {
+  type        = string
+  default     = "mnistkit-serve"
+  description = "Image name of the serving container (pipeline/cloud/serve/Dockerfile) inside the repository."
+}
+
+variable "serving_image_tag" {
+  type        = string
+  default     = "v1"
+  description = "Tag of the serving image endpoint deploy uses (serving_image output); tags are immutable, never latest."
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.serving_image_tag)) && var.serving_image_tag != "latest"
+    error_message = "serving_image_tag must be a Docker tag other than latest (the repository's tags are immutable)."
+  }
+}
+
 variable "cloudbuild_account_id" {
   type        = string
   default     = "mnistkit-cloudbuild"
@@ -180,7 +231,7 @@ variable "check_gpu_quota" {
 variable "kms_key_name" {
   type        = string
   default     = null
-  description = "Optional Cloud KMS key for CMEK on buckets, dataset, tables, repository, topics and Dataflow jobs (dataflow_kms_key output); the kit grants the service agents encrypt/decrypt on it."
+  description = "Optional Cloud KMS key for CMEK on buckets, dataset, tables, repository, topics, the Vertex AI endpoint and Dataflow jobs (dataflow_kms_key output); the kit grants the service agents encrypt/decrypt on it."
 
   validation {
     condition     = var.kms_key_name == null || can(regex("^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$", var.kms_key_name))

@@ -101,6 +101,9 @@ class CloudConfig:
     vertex_endpoint: str | None = _setting("Vertex AI endpoint (projects/P/locations/L/endpoints/E)", "vertex_endpoint")
     serving_image: str | None = _setting("Serving container image (mnistkit serve) for Vertex AI and Cloud Run",
                                          "serving_image")  # fmt: skip
+    serving_service_account: str | None = _setting(
+        "Service account the model on the Vertex AI endpoint runs as", "serving_service_account"
+    )
     worker_base_digest: str | None = _setting("sha256:… digest of the worker image's Beam base (image build)")
     cloudbuild_service_account: str | None = _setting(
         "Service account Cloud Build runs image builds as", "cloudbuild_service_account"

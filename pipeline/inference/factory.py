@@ -10,7 +10,13 @@ from apache_beam.ml.inference.base import ModelHandler
 from mnistkit.model_export.export import DEFAULT_FRAMEWORK
 from mnistkit.pipeline.inference.handler import SavedModelHandler
 from mnistkit.pipeline.inference.hot_swap import StreamModelHandler
-from mnistkit.pipeline.inference.remote import RemoteBatchHandler, RemoteStreamHandler, is_endpoint, predict_url
+from mnistkit.pipeline.inference.remote import (
+    RemoteBatchHandler,
+    RemoteStreamHandler,
+    endpoint_token,
+    is_endpoint,
+    predict_url,
+)
 from mnistkit.pipeline.inference.runtimes import RuntimeOptions, check_runtime
 from mnistkit.pipeline.inference.savedmodel import ModelInfo, validate_model
 
@@ -49,10 +55,14 @@ def check_scorer(uri: str, runtime: RuntimeOptions, here: bool) -> tuple[ModelIn
 
 
 def batch_handler(uri: str, *, min_batch: int, max_batch: int, runtime: RuntimeOptions, here: bool) -> Scorer:
-    """The batch pipeline's scorer for `uri`; with an endpoint, `max_batch` rows go per request."""
+    """The batch pipeline's scorer for `uri`; with an endpoint, `max_batch` rows go per request (with
+    the bearer token of $MNISTKIT_ENDPOINT_TOKEN, when set)."""
     model, name = check_scorer(uri, runtime, here)
     if is_endpoint(uri):
-        handler = RemoteBatchHandler(uri, min_batch_size=min_batch, max_batch_size=max_batch, max_rows=max_batch)
+        token = endpoint_token()
+        handler = RemoteBatchHandler(
+            uri, min_batch_size=min_batch, max_batch_size=max_batch, max_rows=max_batch, token=token
+        )
     else:
         handler = SavedModelHandler(model.uri, min_batch_size=min_batch, max_batch_size=max_batch, runtime=runtime)
     return Scorer(model, handler, name)
@@ -61,5 +71,5 @@ def batch_handler(uri: str, *, min_batch: int, max_batch: int, runtime: RuntimeO
 def stream_handler(uri: str, *, max_batch: int, check_seconds: float, runtime: RuntimeOptions) -> ModelHandler:
     """The stream's handler for `uri`: a micro-batch per model call, or per request to an endpoint."""
     if is_endpoint(uri):
-        return RemoteStreamHandler(uri, max_rows=max_batch)
+        return RemoteStreamHandler(uri, max_rows=max_batch, token=endpoint_token())
     return StreamModelHandler(uri, max_batch=max_batch, check_seconds=check_seconds, runtime=runtime)

@@ -14,16 +14,22 @@ Endpoints:
   http(s)://…/…:predict           any URL of the protocol, as given
   vertex://projects/P/locations/L/endpoints/E   a Vertex AI endpoint, with Application Default
                                   Credentials (MNISTKIT_AIPLATFORM_ENDPOINT overrides the API's address)
+
+A `mnistkit serve --token` endpoint needs `Authorization: Bearer TOKEN`: the pipelines take the
+token from MNISTKIT_ENDPOINT_TOKEN (endpoint_token), never from their config, which ends up in
+summaries and job descriptions. It is only sent over https or to a loopback address.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from apache_beam.ml.inference.base import RemoteModelHandler
@@ -36,7 +42,7 @@ from mnistkit.pipeline.inference.rest import (
     instance_bytes,
     parse_predictions,
 )
-from mnistkit.pipeline.io.google_apis import api_endpoint
+from mnistkit.pipeline.io.google_apis import api_endpoint, is_loopback
 from mnistkit.pipeline.rows import DeadLetter, ParsedBatch, PredictionBatch, Reason, ScoredBatch, StreamBatch
 
 __all__ = [
@@ -44,6 +50,8 @@ __all__ = [
     "EndpointError",
     "RemoteBatchHandler",
     "RemoteStreamHandler",
+    "TOKEN_ENV",
+    "endpoint_token",
     "is_endpoint",
     "predict_url",
     "vertex_api_base",
@@ -55,6 +63,7 @@ _VERTEX = re.compile(r"^vertex://(projects/[^/]+/locations/([^/]+)/endpoints/[^/
 _SERVE_ROUTE = "/v1/models/mnist:predict"
 _RETRYABLE = {408, 429, 500, 502, 503, 504}
 _SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+TOKEN_ENV = "MNISTKIT_ENDPOINT_TOKEN"
 
 
 class EndpointError(Exception):
@@ -85,6 +94,28 @@ def predict_url(endpoint: str) -> str:
     return endpoint.rstrip("/") + _SERVE_ROUTE
 
 
+def endpoint_token(environ: Mapping[str, str] | None = None) -> str | None:
+    """The bearer token for `mnistkit serve --token` endpoints: $MNISTKIT_ENDPOINT_TOKEN, or None."""
+    return (os.environ if environ is None else environ).get(TOKEN_ENV) or None
+
+
+def _check_token(endpoint: str, token: str | None) -> None:
+    """Refuse to send `token` where it does not belong: Vertex AI, or plain http to another machine."""
+    if token is None:
+        return
+    if endpoint.startswith("vertex://"):
+        raise EndpointError(
+            f"{endpoint}: Vertex AI endpoints authenticate with Application Default Credentials, not a bearer "
+            f"token; unset {TOKEN_ENV}"
+        )
+    host = urlsplit(endpoint).hostname or ""
+    if endpoint.startswith("http://") and not is_loopback(host):
+        raise EndpointError(
+            f"{endpoint}: the bearer token would cross the network in the clear; use https:// (e.g. Cloud Run) "
+            "or a loopback address"
+        )
+
+
 class _Failed(Exception):
     """One request that failed; `retryable` says whether sending it again may help."""
 
@@ -97,6 +128,7 @@ class EndpointClient:
     """Posts prediction requests to one endpoint, with an HTTP session per thread (sessions are not thread-safe)."""
 
     def __init__(self, endpoint: str, *, timeout_s: float = 60.0, token: str | None = None) -> None:
+        _check_token(endpoint, token)
         self.endpoint = endpoint
         self.url = predict_url(endpoint)
         self._vertex = endpoint.startswith("vertex://")
@@ -269,6 +301,7 @@ class RemoteBatchHandler(RemoteModelHandler[ParsedBatch, PredictionBatch, Endpoi
       max_request_bytes: most bytes per request body.
       num_retries: retries of a retryable failure before its rows are dead-lettered.
       throttle_delay_secs: how long the client-side throttler waits when the service refuses.
+      token: bearer token of a `mnistkit serve --token` endpoint (https or loopback only).
     """
 
     def __init__(
@@ -296,6 +329,7 @@ class RemoteBatchHandler(RemoteModelHandler[ParsedBatch, PredictionBatch, Endpoi
             "element_size_fn": len,
         }
         self._remote = _Remote(endpoint, max_rows, max_request_bytes, num_retries)
+        _check_token(endpoint, token)
         self._timeout_s = timeout_s
         self._token = token
 
@@ -358,6 +392,7 @@ class RemoteStreamHandler(RemoteModelHandler[StreamBatch, ScoredBatch, EndpointC
             retry_filter=_retryable,
         )
         self._remote = _Remote(endpoint, max_rows, max_request_bytes, num_retries)
+        _check_token(endpoint, token)
         self._timeout_s = timeout_s
         self._token = token
 

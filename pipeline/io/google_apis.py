@@ -21,6 +21,7 @@ __all__ = [
     "EndpointRefused",
     "api_endpoint",
     "call_json",
+    "is_loopback",
     "session",
 ]
 
@@ -55,7 +56,7 @@ def api_endpoint(name: str, region: str | None = None, environ: Mapping[str, str
         port = -1
     if parts.scheme == "https" and host.endswith(_GOOGLE_API_DOMAIN) and port in (None, 443):
         return url
-    if environ.get(ALLOW_INSECURE_ENDPOINTS_ENV) == "1" and parts.scheme in ("http", "https") and _loopback(host):
+    if environ.get(ALLOW_INSECURE_ENDPOINTS_ENV) == "1" and parts.scheme in ("http", "https") and is_loopback(host):
         return url
     raise EndpointRefused(
         f"{variable}={url} refused: the request carries your Google credentials, so the endpoint must be "
@@ -64,7 +65,8 @@ def api_endpoint(name: str, region: str | None = None, environ: Mapping[str, str
     )
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address) is this machine's loopback."""
     if host == "localhost":
         return True
     try:

@@ -57,6 +57,9 @@ CLI_OUTPUTS = {
     "cloudbuild_service_account",
     "build_source_location",
     "dataflow_kms_key",
+    "vertex_endpoint",
+    "serving_image",
+    "serving_service_account",
 }
 PRIMITIVE_ROLE = re.compile(r"roles/(owner|editor|viewer)\b")
 ALL_DIRS = [INFRA] + [MODULES / m for m in MODULE_NAMES]
@@ -291,6 +294,8 @@ STAND_INS = {
 LAUNCHER = "user:launcher@example.com"
 PUBLISHER = "group:release@example.com"
 PUSHER = "user:pusher@example.com"
+INVOKER = "serviceAccount:app@demo-proj.iam.gserviceaccount.com"
+INVOKER_ROLE = "projects/demo-proj/roles/mnistkitEndpointInvoker"
 MODELS, DATA, DATAFLOW = (f"bucket:{BUCKET[k]}" for k in ("models", "data", "dataflow"))
 SUB, DL_SUB = "subscription:mnistkit-input", "subscription:mnistkit-input-dead-letter"
 TOPIC, DL_TOPIC = "topic:mnistkit-input", "topic:mnistkit-input-dead-letter"
@@ -314,7 +319,10 @@ EXACT_ACCESS = {
         "table:stream_predictions roles/bigquery.dataEditor",
         f"{REPO} roles/artifactregistry.reader",
         f"{SUB} roles/pubsub.subscriber",
+        f"{PROJECT} {INVOKER_ROLE}",
     },
+    "serving": {f"{MODELS} roles/storage.objectViewer"},
+    INVOKER: {f"{PROJECT} {INVOKER_ROLE}"},
     "training": {
         f"{PROJECT} roles/logging.logWriter",
         f"{DATA} roles/storage.objectViewer",
@@ -333,6 +341,7 @@ EXACT_ACCESS = {
         "service_account:worker roles/iam.serviceAccountUser",
         "service_account:cloudbuild roles/iam.serviceAccountUser",
         "service_account:training roles/iam.serviceAccountUser",
+        "service_account:serving roles/iam.serviceAccountUser",
         f"{DATA} roles/storage.objectUser",
         f"{DATAFLOW} roles/storage.objectUser",
         f"{MODELS} roles/storage.objectViewer",
@@ -376,6 +385,7 @@ def wired_access(tmp_path_factory) -> dict[str, list[str]]:
         f"-var=launcher_members=[{json.dumps(LAUNCHER)}]",
         f"-var=model_publisher_members=[{json.dumps(PUBLISHER)}]",
         f"-var=image_pusher_members=[{json.dumps(PUSHER)}]",
+        f"-var=endpoint_invoker_members=[{json.dumps(INVOKER)}]",
     ]
     for args in (["init", "-backend=false", "-input=false"], ["apply", "-auto-approve", "-input=false", *variables]):
         result = run_terraform(args, work, env)
@@ -505,12 +515,13 @@ def rtype_scope(rtype: str) -> str:
     }[rtype]
 
 
-def test_act_as_is_granted_on_the_worker_builder_and_training_accounts_only(modules, wired_access):
+def test_act_as_is_granted_on_the_kits_own_accounts_only(modules, wired_access):
     acts = {g for grants in wired_access.values() for g in grants if "serviceAccountUser" in g}
     assert acts == {
         "service_account:worker roles/iam.serviceAccountUser",
         "service_account:cloudbuild roles/iam.serviceAccountUser",
         "service_account:training roles/iam.serviceAccountUser",
+        "service_account:serving roles/iam.serviceAccountUser",
     }
     assert _holders(wired_access, "service_account:worker", {"roles/iam.serviceAccountUser"}) == {LAUNCHER}
     iam = modules["iam"]
@@ -518,6 +529,7 @@ def test_act_as_is_granted_on_the_worker_builder_and_training_accounts_only(modu
         "worker": "${google_service_account.worker.name}",
         "cloudbuild": "${google_service_account.cloudbuild.name}",
         "training": "${google_service_account.training.name}",
+        "serving": "${google_service_account.serving.name}",
     }
     assert iam["resource"]["google_service_account_iam_member"]["this"]["service_account_id"] == (
         "${local.service_accounts[each.value.name]}"
@@ -533,12 +545,13 @@ def test_cmek_reaches_every_service_agent_and_dataflow(root, modules):
         "pubsub",
         "dataflow",
         "compute",
+        "vertex_ai",
     }
     grant = cmek["resource"]["google_kms_crypto_key_iam_member"]["agents"]
     assert grant["role"] == "roles/cloudkms.cryptoKeyEncrypterDecrypter"
     assert grant["crypto_key_id"] == "${var.kms_key_name}"
     assert grant["for_each"] == "${var.kms_key_name == null ? {} : local.agents}"
-    for name in ("storage", "bigquery", "artifact_registry", "pubsub"):
+    for name in ("storage", "bigquery", "artifact_registry", "pubsub", "vertex_endpoint"):
         assert root["module"][name]["kms_key_name"] == "${module.cmek.kms_key_name}", name
     assert root["module"]["cmek"]["kms_key_name"] == "${var.kms_key_name}"
     assert root["output"]["dataflow_kms_key"]["value"] == "${module.cmek.kms_key_name}"

@@ -185,6 +185,7 @@ REQUIRED_VARS = {
         "-var=region=us-central1",
         "-var=worker_service_account=mnistkit-worker@demo-proj.iam.gserviceaccount.com",
     ],
+    "vertex_endpoint": ["-var=project_id=demo-proj", "-var=region=us-central1"],
     "root": ["-var=project_id=demo-proj", f"-var-file={INFRA / 'terraform.tfvars.example'}"],
 }
 
@@ -211,6 +212,9 @@ def test_defaults_and_realistic_values_pass_validation(module, tmp_path):
         ("pubsub", "-var=max_delivery_attempts=4"),
         ("network", "-var=worker_service_account=someone@example.com"),
         ("cmek", "-var=kms_key_name=not-a-key"),
+        ("vertex_endpoint", "-var=endpoint_id=mnistkit"),
+        ("iam", '-var=endpoint_invoker_members=["app@example.com"]'),
+        ("root", "-var=serving_image_tag=latest"),
     ],
 )
 def test_validation_rejects_bad_values(module, bad, tmp_path):
@@ -246,6 +250,7 @@ def test_every_module_with_new_validations_has_a_terraform_test():
         "network",
         "cmek",
         "bigquery",
+        "vertex_endpoint",
     }
 
 

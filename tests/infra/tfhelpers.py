@@ -27,6 +27,7 @@ MODULE_NAMES = [
     "iam",
     "artifact_registry",
     "network",
+    "vertex_endpoint",
     "gpu_placement",
 ]
 TERRAFORM = shutil.which("terraform")

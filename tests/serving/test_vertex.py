@@ -151,6 +151,9 @@ def _cli(*args: str) -> str:
     return result.output
 
 
+SERVING_SA = f"mnistkit-serving@{PROJECT}.iam.gserviceaccount.com"
+
+
 def test_deploy_uploads_the_export_and_deploys_it_with_the_kit_container(vertex):
     output = _cli(
         "endpoint",
@@ -188,6 +191,7 @@ def test_deploy_uploads_the_export_and_deploys_it_with_the_kit_container(vertex)
         "minReplicaCount": 1,
         "maxReplicaCount": 3,
     }
+    assert "serviceAccount" not in deploy["deployedModel"]  # without one, Vertex AI's own agent
     assert {auth for *_, auth in vertex.requests} == {"Bearer fake-token"}
     # The upload's operation was polled until done.
     assert [p for m, p, _, _ in vertex.requests if m == "GET"].count(f"/v1/{MODEL}/operations/1") == 2
@@ -205,11 +209,16 @@ def test_the_prebuilt_tensorflow_container_needs_no_image(vertex):
         "tensorflow",
         "--poll-seconds",
         "0",
+        "--set",
+        f"serving_service_account={SERVING_SA}",
     )
     (upload,) = [body for _, path, body, _ in vertex.requests if path.endswith("models:upload")]
     assert upload["model"]["containerSpec"] == {
         "imageUri": "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
     }
+    # The serving_service_account setting (Terraform output): the model runs as that account.
+    (deploy,) = [body for _, path, body, _ in vertex.requests if path.endswith(":deployModel")]
+    assert deploy["deployedModel"]["serviceAccount"] == SERVING_SA
 
 
 def test_deploy_without_an_image_says_what_to_do(vertex):

@@ -16,7 +16,8 @@ locals {
 
   # Every Google service that encrypts the kit's data with the key does so as its service agent:
   # buckets, dataset and tables, images, topics, and Dataflow job state (--dataflow_kms_key),
-  # which the Dataflow agent and the Compute Engine agent (worker disks) both need.
+  # which the Dataflow agent and the Compute Engine agent (worker disks) both need, and the
+  # Vertex AI endpoint with the models deployed to it.
   agents = {
     storage           = "serviceAccount:${data.google_storage_project_service_account.this.email_address}"
     bigquery          = "serviceAccount:${data.google_bigquery_default_service_account.this.email}"
@@ -24,6 +25,7 @@ locals {
     pubsub            = "serviceAccount:service-${local.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
     dataflow          = "serviceAccount:service-${local.number}@dataflow-service-producer-prod.iam.gserviceaccount.com"
     compute           = "serviceAccount:service-${local.number}@compute-system.iam.gserviceaccount.com"
+    vertex_ai         = "serviceAccount:service-${local.number}@gcp-sa-aiplatform.iam.gserviceaccount.com"
   }
 }
 

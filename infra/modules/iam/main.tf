@@ -12,6 +12,25 @@ resource "google_service_account" "training" {
   description  = "Runs training (Vertex AI custom jobs) and is the one service account that writes the model bucket."
 }
 
+resource "google_service_account" "serving" {
+  project      = var.project_id
+  account_id   = var.serving_account_id
+  display_name = "mnist-dataflow-kit online prediction"
+  description  = "Runs the model deployed to the kit's Vertex AI endpoint: reads the model bucket, nothing else."
+}
+
+# Vertex AI has no per-endpoint IAM in the google provider (google_vertex_ai_endpoint_iam_* are
+# google-beta only, on the v1beta1 API), so calling the endpoint is granted on the project, with
+# a role that can do nothing but that: no predefined role is narrower than aiplatform.user,
+# which also creates jobs, models and endpoints.
+resource "google_project_iam_custom_role" "endpoint_invoker" {
+  project     = var.project_id
+  role_id     = var.endpoint_invoker_role_id
+  title       = "mnist-dataflow-kit endpoint invoker"
+  description = "Online predictions from the project's Vertex AI endpoints; nothing else."
+  permissions = ["aiplatform.endpoints.predict"]
+}
+
 resource "google_service_account" "cloudbuild" {
   project      = var.project_id
   account_id   = var.cloudbuild_account_id
@@ -42,6 +61,9 @@ locals {
     launcher = ["roles/dataflow.developer", "roles/bigquery.jobUser", "roles/cloudbuild.builds.editor", "roles/aiplatform.user"]
   }
 
+  # google_project_iam_custom_role.endpoint_invoker, by name (this block reads variables only).
+  endpoint_invoker_role = "projects/${var.project_id}/roles/${var.endpoint_invoker_role_id}"
+
   # Resource names by scope; grants name them by these fixed keys so that adding a member or
   # renaming a bucket never re-keys the other bindings.
   targets = {
@@ -51,7 +73,7 @@ locals {
     repository      = { images = var.artifact_registry.repository }
     topic           = { input = var.pubsub.input_topic, dead_letter = var.pubsub.dead_letter_topic }
     subscription    = { input = var.pubsub.input_subscription, dead_letter = var.pubsub.dead_letter_subscription }
-    service_account = { worker = "worker", cloudbuild = "cloudbuild", training = "training" }
+    service_account = { worker = "worker", cloudbuild = "cloudbuild", training = "training", serving = "serving" }
   }
 
   # What each launcher_members entry gets: [scope, target key, role, condition key or null].
@@ -62,6 +84,8 @@ locals {
       ["service_account", "cloudbuild", "roles/iam.serviceAccountUser", null],
       # Vertex AI custom jobs run as the training account (it alone writes the model bucket).
       ["service_account", "training", "roles/iam.serviceAccountUser", null],
+      # `mnistkit endpoint deploy` runs the model as the serving account.
+      ["service_account", "serving", "roles/iam.serviceAccountUser", null],
       # Upload inputs, stage code and build contexts, read and clean up results.
       ["bucket", "data", "roles/storage.objectUser", null],
       ["bucket", "dataflow", "roles/storage.objectUser", null],
@@ -79,7 +103,7 @@ locals {
   )
 
   # [who, scope, target key, role, condition key or null]. `who` is a service account key
-  # (worker, training, cloudbuild, pubsub_service_agent) or a member string from the variables.
+  # (worker, training, cloudbuild, serving, pubsub_service_agent) or a member string from the variables.
   grant_rows = concat(
     [for r in local.project_roles.worker : ["worker", "project", "project", r, null]],
     [for r in local.project_roles.training : ["training", "project", "project", r, null]],
@@ -102,6 +126,10 @@ locals {
       # running code on the workers: only the training account and the publishers may.
       ["training", "bucket", "data", "roles/storage.objectViewer", null],
       ["training", "bucket", "models", "roles/storage.objectUser", null],
+      # The deployed model reads its export (and newer versions: serve reloads by itself).
+      ["serving", "bucket", "models", "roles/storage.objectViewer", null],
+      # `predict --endpoint vertex://... --runner dataflow`: the workers call the endpoint.
+      ["worker", "project", "project", local.endpoint_invoker_role, null],
       # The builder reads the uploaded build context and pushes to the one repository.
       ["cloudbuild", "bucket", "dataflow", "roles/storage.objectViewer", "build_source"],
       ["cloudbuild", "repository", "images", "roles/artifactregistry.writer", null],
@@ -111,6 +139,7 @@ locals {
     ],
     [for m in var.model_publisher_members : [m, "bucket", "models", "roles/storage.objectUser", null]],
     [for m in var.image_pusher_members : [m, "repository", "images", "roles/artifactregistry.writer", null]],
+    [for m in var.endpoint_invoker_members : [m, "project", "project", local.endpoint_invoker_role, null]],
     # flatten() would flatten the rows too: each is wrapped in an object first.
     [for p in flatten([for m in var.launcher_members : [for g in local.launcher_grants : { who = m, grant = g }]]) : concat([p.who], p.grant)],
   )
@@ -142,14 +171,16 @@ locals {
       worker               = "serviceAccount:${google_service_account.worker.email}"
       training             = "serviceAccount:${google_service_account.training.email}"
       cloudbuild           = "serviceAccount:${google_service_account.cloudbuild.email}"
+      serving              = "serviceAccount:${google_service_account.serving.email}"
       pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
     },
-    { for m in setunion(var.launcher_members, var.model_publisher_members, var.image_pusher_members) : m => m },
+    { for m in setunion(var.launcher_members, var.model_publisher_members, var.image_pusher_members, var.endpoint_invoker_members) : m => m },
   )
   service_accounts = {
     worker     = google_service_account.worker.name
     cloudbuild = google_service_account.cloudbuild.name
     training   = google_service_account.training.name
+    serving    = google_service_account.serving.name
   }
   by_scope = { for scope in keys(local.targets) : scope => { for k, g in local.grants : k => g if g.scope == scope } }
 }
@@ -160,6 +191,9 @@ resource "google_project_iam_member" "this" {
   project = var.project_id
   role    = each.value.role
   member  = local.members[each.value.who]
+
+  # The invoker grants name the custom role, which must exist first.
+  depends_on = [google_project_iam_custom_role.endpoint_invoker]
 }
 
 resource "google_storage_bucket_iam_member" "this" {

@@ -22,3 +22,13 @@ output "access" {
   description = "Every grant by identity: \"scope:resource role[ if prefix]\" strings (service accounts by key, people by member)."
   value       = local.access
 }
+
+output "serving_service_account" {
+  description = "Email of the service account the model on the Vertex AI endpoint runs as (mnistkit endpoint deploy --service-account)."
+  value       = google_service_account.serving.email
+}
+
+output "endpoint_invoker_role" {
+  description = "The custom role that may only call Vertex AI endpoints for predictions (projects/P/roles/ID)."
+  value       = google_project_iam_custom_role.endpoint_invoker.name
+}

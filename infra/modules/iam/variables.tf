@@ -130,3 +130,36 @@ variable "image_pusher_members" {
     error_message = "image_pusher_members entries need a type prefix such as user:alice@example.com."
   }
 }
+
+variable "serving_account_id" {
+  type        = string
+  default     = "mnistkit-serving"
+  description = "account_id of the service account the model deployed to the Vertex AI endpoint runs as (6-30 characters)."
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.serving_account_id))
+    error_message = "serving_account_id must be 6-30 lowercase letters, digits or dashes, starting with a letter."
+  }
+}
+
+variable "endpoint_invoker_role_id" {
+  type        = string
+  default     = "mnistkitEndpointInvoker"
+  description = "role_id of the project custom role that carries aiplatform.endpoints.predict only (3-64 letters, digits, _ or .)."
+
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9_.]{3,64}$", var.endpoint_invoker_role_id))
+    error_message = "endpoint_invoker_role_id must be 3-64 letters, digits, underscores or dots (an IAM custom role id)."
+  }
+}
+
+variable "endpoint_invoker_members" {
+  type        = set(string)
+  default     = []
+  description = "Principals that may call the kit's Vertex AI endpoint for predictions (and, Vertex AI having no per-endpoint IAM here, the project's other endpoints); nothing else."
+
+  validation {
+    condition     = alltrue([for m in var.endpoint_invoker_members : can(regex("^(user|group|serviceAccount|principal|principalSet):", m))])
+    error_message = "endpoint_invoker_members entries need a type prefix such as serviceAccount:app@example.iam.gserviceaccount.com."
+  }
+}

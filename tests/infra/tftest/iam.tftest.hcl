@@ -50,3 +50,29 @@ run "publishers_and_pushers_need_a_type_prefix" {
   }
   expect_failures = [var.model_publisher_members, var.image_pusher_members]
 }
+
+run "invokers_need_a_type_prefix" {
+  command = plan
+  variables {
+    endpoint_invoker_members = ["app@demo-proj.iam.gserviceaccount.com"]
+  }
+  expect_failures = [var.endpoint_invoker_members]
+}
+
+run "serving_account_and_role_ids_are_checked" {
+  command = plan
+  variables {
+    serving_account_id       = "Serving"
+    endpoint_invoker_role_id = "mnistkit-invoker"
+  }
+  expect_failures = [var.serving_account_id, var.endpoint_invoker_role_id]
+}
+
+run "invokers_with_a_prefix_are_accepted" {
+  command = plan
+  variables {
+    endpoint_invoker_members = ["serviceAccount:app@demo-proj.iam.gserviceaccount.com", "group:apps@example.com"]
+    serving_account_id       = "kit-serving"
+    endpoint_invoker_role_id = "kit.endpointInvoker"
+  }
+}

@@ -88,3 +88,34 @@ run "fractional_delivery_attempts_are_refused" {
   }
   expect_failures = [var.pubsub_max_delivery_attempts]
 }
+
+run "endpoint_ids_are_numeric" {
+  command = plan
+  variables {
+    vertex_endpoint_id = "mnistkit"
+  }
+  expect_failures = [var.vertex_endpoint_id]
+}
+
+run "a_numeric_endpoint_id_is_accepted" {
+  command = plan
+  variables {
+    vertex_endpoint_id = "1234567890"
+  }
+}
+
+run "latest_serving_tag_is_refused" {
+  command = plan
+  variables {
+    serving_image_tag = "latest"
+  }
+  expect_failures = [var.serving_image_tag]
+}
+
+run "invokers_need_a_type_prefix" {
+  command = plan
+  variables {
+    endpoint_invoker_members = ["app@demo-proj.iam.gserviceaccount.com"]
+  }
+  expect_failures = [var.endpoint_invoker_members]
+}
