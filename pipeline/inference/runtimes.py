@@ -240,20 +240,12 @@ def configure_tf_threads(intra_op: int, inter_op: int) -> None:
         _LOGGER.debug("TensorFlow already initialised; keeping its thread pools")
 
 
-class TensorFlowRuntime:
-    """savedmodel.ServingModel (the serving signature through tf.saved_model.load) as a Runtime."""
+def _load_tensorflow(version_dir: str, options: RuntimeOptions) -> Runtime:
+    """savedmodel.ServingModel (the serving signature through tf.saved_model.load), pools sized first."""
+    from mnistkit.pipeline.inference.savedmodel import ServingModel
 
-    name = "tensorflow"
-    precision = "f32"
-
-    def __init__(self, version_dir: str, options: RuntimeOptions) -> None:
-        from mnistkit.pipeline.inference.savedmodel import ServingModel
-
-        configure_tf_threads(options.intra_op_threads, options.inter_op_threads)
-        self._model = ServingModel(version_dir)
-
-    def predict(self, keys: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._model(keys, images)
+    configure_tf_threads(options.intra_op_threads, options.inter_op_threads)
+    return ServingModel(version_dir)
 
 
 # --- OpenVINO --------------------------------------------------------------------------------
@@ -370,5 +362,5 @@ register_runtime(
     RuntimeEntry("openvino", frozenset({"tensorflow"}), "openvino", PRECISIONS, gpu=False, load=OpenVINORuntime)
 )
 register_runtime(
-    RuntimeEntry("tensorflow", frozenset({"tensorflow"}), "tensorflow", ("f32",), gpu=True, load=TensorFlowRuntime)
+    RuntimeEntry("tensorflow", frozenset({"tensorflow"}), "tensorflow", ("f32",), gpu=True, load=_load_tensorflow)
 )

@@ -195,7 +195,13 @@ def _matches_manifest(target: str) -> bool:
 
 
 class ServingModel:
-    """A loaded SavedModel's serving function: (keys, images) → (probabilities, classes)."""
+    """A loaded SavedModel's serving function: (keys, images) → (probabilities, classes).
+
+    It is the TensorFlow runtime of inference/runtimes.py (name, precision, predict).
+    """
+
+    name = "tensorflow"
+    precision = "f32"
 
     def __init__(self, path: str) -> None:
         import tensorflow as tf
@@ -206,7 +212,7 @@ class ServingModel:
         self._function = self._loaded.signatures[SIGNATURE_NAME]
         self._tf = tf
 
-    def __call__(self, keys: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, keys: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tf = self._tf
         outputs = self._function(key=tf.constant(keys), image=tf.constant(images))
         return outputs["probabilities"].numpy(), outputs["class"].numpy()
