@@ -23,6 +23,7 @@ from mnistkit.pipeline.inference.savedmodel import local_copy, resolve_model
 from mnistkit.pipeline.rows import DeadLetter, ParsedBatch, PredictionBatch, Reason
 
 __all__ = [
+    "split_by_part",
     "SavedModelHandler",
     "predict_rows",
 ]
@@ -79,28 +80,7 @@ class SavedModelHandler(ModelHandler[ParsedBatch, PredictionBatch, Runtime]):
         """One PredictionBatch per ParsedBatch, from model calls of at most `max_batch_size` rows."""
         rows = ParsedBatch.concat(batch)
         probabilities, classes, errors = predict_rows(model, rows, self._max_rows)
-        failed = np.zeros(len(rows), bool)
-        failed[list(errors)] = True
-        results = []
-        start = 0
-        for part in batch:
-            stop = start + len(part)
-            ok = ~failed[start:stop]
-            failures = [
-                DeadLetter.of(rows.sources[i], rows.row_text(i), Reason.INFERENCE_ERROR, errors[i])
-                for i in sorted(errors)
-                if start <= i < stop
-            ]
-            results.append(
-                PredictionBatch(
-                    rows.keys[start:stop][ok],
-                    classes[start:stop][ok],
-                    probabilities[start:stop][ok],
-                    failures,
-                )
-            )
-            start = stop
-        return results
+        return split_by_part(batch, rows, probabilities, classes, errors)
 
     def get_num_bytes(self, batch: Sequence[ParsedBatch]) -> int:
         # The default pickles the whole batch just to measure it.
@@ -108,6 +88,33 @@ class SavedModelHandler(ModelHandler[ParsedBatch, PredictionBatch, Runtime]):
 
     def get_metrics_namespace(self) -> str:
         return "mnistkit_RunInference"
+
+
+def split_by_part(
+    batch: Sequence[ParsedBatch],
+    rows: ParsedBatch,
+    probabilities: np.ndarray,
+    classes: np.ndarray,
+    errors: dict[int, str],
+) -> list[PredictionBatch]:
+    """One PredictionBatch per part of `batch` (whose rows, concatenated, are `rows`): the outputs
+    of its rows that succeeded, and a dead letter for each row in `errors` (index → why)."""
+    failed = np.zeros(len(rows), bool)
+    failed[list(errors)] = True
+    results = []
+    start = 0
+    for part in batch:
+        stop = start + len(part)
+        ok = ~failed[start:stop]
+        failures = [
+            DeadLetter.of(rows.sources[i], rows.row_text(i), Reason.INFERENCE_ERROR, errors[i])
+            for i in range(start, stop)
+            if failed[i]
+        ]
+        keys, part_classes, part_probabilities = rows.keys[start:stop], classes[start:stop], probabilities[start:stop]
+        results.append(PredictionBatch(keys[ok], part_classes[ok], part_probabilities[ok], failures))
+        start = stop
+    return results
 
 
 def predict_rows(model: Runtime, rows: ParsedBatch, max_rows: int) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:

@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ import numpy as np
 from apache_beam.ml.inference.base import RemoteModelHandler
 
 from mnistkit.model_export.model import NUM_CLASSES
+from mnistkit.pipeline.inference.handler import split_by_part
 from mnistkit.pipeline.inference.rest import (
     MAX_REQUEST_BYTES,
     ProtocolError,
@@ -43,7 +45,7 @@ from mnistkit.pipeline.inference.rest import (
     parse_predictions,
 )
 from mnistkit.pipeline.io.google_apis import api_endpoint, is_loopback
-from mnistkit.pipeline.rows import DeadLetter, ParsedBatch, PredictionBatch, Reason, ScoredBatch, StreamBatch
+from mnistkit.pipeline.rows import ParsedBatch, PredictionBatch, ScoredBatch, StreamBatch
 
 __all__ = [
     "EndpointClient",
@@ -291,12 +293,11 @@ class _Remote:
         return EndpointClient(self._endpoint, timeout_s=timeout_s, token=token)
 
 
-class RemoteBatchHandler(RemoteModelHandler[ParsedBatch, PredictionBatch, EndpointClient]):
-    """The batch pipeline's remote handler: ParsedBatches in, one PredictionBatch per ParsedBatch out.
+class _RemoteHandler(RemoteModelHandler):
+    """What the batch and stream remote handlers share: the endpoint, its client and its limits.
 
     Args:
       endpoint: see the module docstring.
-      min_batch_size, max_batch_size: rows RunInference gathers per call (as SavedModelHandler).
       max_rows: most instances per request (1: a request per row).
       max_request_bytes: most bytes per request body.
       num_retries: retries of a retryable failure before its rows are dead-lettered.
@@ -308,9 +309,7 @@ class RemoteBatchHandler(RemoteModelHandler[ParsedBatch, PredictionBatch, Endpoi
         self,
         endpoint: str,
         *,
-        min_batch_size: int = 1,
-        max_batch_size: int = 256,
-        max_rows: int = 256,
+        max_rows: int,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         num_retries: int = 5,
         throttle_delay_secs: int = 5,
@@ -318,23 +317,42 @@ class RemoteBatchHandler(RemoteModelHandler[ParsedBatch, PredictionBatch, Endpoi
         token: str | None = None,
     ) -> None:
         super().__init__(
-            namespace="mnistkit_RemoteInference",
+            namespace=_NAMESPACE,
             num_retries=num_retries,
             throttle_delay_secs=throttle_delay_secs,
             retry_filter=_retryable,
         )
-        self._batching_kwargs = {
-            "min_batch_size": min_batch_size,
-            "max_batch_size": max_batch_size,
-            "element_size_fn": len,
-        }
-        self._remote = _Remote(endpoint, max_rows, max_request_bytes, num_retries)
         _check_token(endpoint, token)
+        self._remote = _Remote(endpoint, max_rows, max_request_bytes, num_retries)
         self._timeout_s = timeout_s
         self._token = token
 
     def create_client(self) -> EndpointClient:
         return self._remote.client(self._timeout_s, self._token)
+
+    def get_metrics_namespace(self) -> str:
+        return _NAMESPACE
+
+
+_NAMESPACE = "mnistkit_RemoteInference"
+
+
+class RemoteBatchHandler(_RemoteHandler):
+    """The batch pipeline's remote handler: ParsedBatches in, one PredictionBatch per ParsedBatch out.
+
+    `min_batch_size`/`max_batch_size` are the rows RunInference gathers per call (as
+    SavedModelHandler); the other arguments are _RemoteHandler's.
+    """
+
+    def __init__(
+        self, endpoint: str, *, min_batch_size: int = 1, max_batch_size: int = 256, max_rows: int = 256, **kwargs: Any
+    ) -> None:
+        super().__init__(endpoint, max_rows=max_rows, **kwargs)
+        self._batching_kwargs = {
+            "min_batch_size": min_batch_size,
+            "max_batch_size": max_batch_size,
+            "element_size_fn": len,
+        }
 
     def request(
         self,
@@ -344,60 +362,18 @@ class RemoteBatchHandler(RemoteModelHandler[ParsedBatch, PredictionBatch, Endpoi
     ) -> Iterable[PredictionBatch]:
         rows = ParsedBatch.concat(batch)
         probabilities, classes, errors, _ = self._remote.score(batch, rows, model)
-        failed = np.zeros(len(rows), bool)
-        failed[list(errors)] = True
-        results, start = [], 0
-        for part in batch:
-            stop = start + len(part)
-            ok = ~failed[start:stop]
-            failures = [
-                DeadLetter.of(rows.sources[i], rows.row_text(i), Reason.INFERENCE_ERROR, errors[i])
-                for i in range(start, stop)
-                if failed[i]
-            ]
-            results.append(
-                PredictionBatch(
-                    rows.keys[start:stop][ok], classes[start:stop][ok], probabilities[start:stop][ok], failures
-                )
-            )
-            start = stop
-        return results
+        return split_by_part(batch, rows, probabilities, classes, errors)
 
     def get_num_bytes(self, batch: Sequence[ParsedBatch]) -> int:
         return sum(part.images.nbytes + part.keys.nbytes for part in batch)
 
-    def get_metrics_namespace(self) -> str:
-        return "mnistkit_RemoteInference"
 
-
-class RemoteStreamHandler(RemoteModelHandler[StreamBatch, ScoredBatch, EndpointClient]):
+class RemoteStreamHandler(_RemoteHandler):
     """The stream's remote handler: one micro-batch per call (batched before RunInference), as
     StreamModelHandler; rows of failed requests carry their error into the stream's dead letters."""
 
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        max_rows: int = 100,
-        max_request_bytes: int = MAX_REQUEST_BYTES,
-        num_retries: int = 5,
-        throttle_delay_secs: int = 5,
-        timeout_s: float = 60.0,
-        token: str | None = None,
-    ) -> None:
-        super().__init__(
-            namespace="mnistkit_RemoteInference",
-            num_retries=num_retries,
-            throttle_delay_secs=throttle_delay_secs,
-            retry_filter=_retryable,
-        )
-        self._remote = _Remote(endpoint, max_rows, max_request_bytes, num_retries)
-        _check_token(endpoint, token)
-        self._timeout_s = timeout_s
-        self._token = token
-
-    def create_client(self) -> EndpointClient:
-        return self._remote.client(self._timeout_s, self._token)
+    def __init__(self, endpoint: str, *, max_rows: int = 100, **kwargs: Any) -> None:
+        super().__init__(endpoint, max_rows=max_rows, **kwargs)
 
     def should_skip_batching(self) -> bool:
         return True
@@ -408,16 +384,11 @@ class RemoteStreamHandler(RemoteModelHandler[StreamBatch, ScoredBatch, EndpointC
         model: EndpointClient,
         inference_args: dict[str, Any] | None = None,
     ) -> list[ScoredBatch]:
-        import time
-
         probabilities, classes, errors, version = self._remote.score(batch, batch.rows, model)
         return [ScoredBatch(batch, probabilities, classes, errors, version or "remote", time.time())]
 
     def get_num_bytes(self, batch: StreamBatch) -> int:
         return batch.rows.images.nbytes + batch.rows.keys.nbytes
-
-    def get_metrics_namespace(self) -> str:
-        return "mnistkit_RemoteInference"
 
 
 def _retryable(exc: Exception) -> bool:

@@ -114,30 +114,11 @@ class FakeVertex:
         return 404, {"error": {"code": 404, "message": f"no route {path}", "status": "NOT_FOUND"}}
 
 
-@pytest.fixture(scope="module")
-def adc(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("adc") / "adc.json"
-    path.write_text(
-        json.dumps(
-            {
-                "type": "authorized_user",
-                "client_id": "fake",
-                "client_secret": "fake",
-                "refresh_token": "fake",
-                "token": "fake-token",
-                "expiry": "2099-01-01T00:00:00Z",
-            }
-        )
-    )
-    return path
-
-
 @pytest.fixture
-def vertex(server, adc, monkeypatch, tmp_path):
+def vertex(server, fake_credentials, monkeypatch, tmp_path):
     fake = FakeVertex(server.url)
     monkeypatch.setenv("MNISTKIT_AIPLATFORM_ENDPOINT", f"{fake.url}/v1")
     monkeypatch.setenv("MNISTKIT_ALLOW_INSECURE_ENDPOINTS", "1")  # a loopback stand-in for Vertex AI
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
     monkeypatch.setenv("NO_GCE_CHECK", "true")
     monkeypatch.setenv("MNISTKIT_CONFIG", str(tmp_path / "no-config.json"))
     monkeypatch.chdir(tmp_path)  # no .mnistkit/config.json or infra/ outputs of the checkout
