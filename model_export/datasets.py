@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "load_train_test",
     "DATASETS",
     "DatasetError",
     "DatasetSpec",
@@ -267,3 +268,15 @@ def _offline_message(spec: DatasetSpec, cause: str) -> str:
         f"three others) or mnist.npz, or copy them into {cache_dir(spec.name)}, or set "
         f"MNISTKIT_DATASET_MIRROR to a reachable mirror of {spec.base_url}.{system}"
     )
+
+
+def load_train_test(
+    dataset: str, data_dir: str | os.PathLike | None = None, max_train_samples: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train images, train labels, test images, test labels), the train split cut to its first
+    `max_train_samples` (quick runs); what every trainer starts from."""
+    train_images, train_labels = load_dataset(dataset, "train", data_dir)
+    test_images, test_labels = load_dataset(dataset, "test", data_dir)
+    if max_train_samples:
+        train_images, train_labels = train_images[:max_train_samples], train_labels[:max_train_samples]
+    return train_images, train_labels, test_images, test_labels

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mnistkit.model_export.datasets import dataset_spec, load_dataset
+from mnistkit.model_export.datasets import dataset_spec, load_train_test
 from mnistkit.model_export.model import to_model_input
 from mnistkit.model_export.torch_export import FRAMEWORK, STATE_DICT_FILE
 from mnistkit.model_export.torch_models import build_torch_model, import_torch
@@ -59,11 +59,9 @@ def train_torch(config: TorchTrainConfig, on_epoch: Callable[[dict[str, Any]], N
     spec = dataset_spec(config.dataset)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    train_images, train_labels = load_dataset(config.dataset, "train", config.data_dir)
-    test_images, test_labels = load_dataset(config.dataset, "test", config.data_dir)
-    if config.max_train_samples:
-        train_images = train_images[: config.max_train_samples]
-        train_labels = train_labels[: config.max_train_samples]
+    train_images, train_labels, test_images, test_labels = load_train_test(
+        config.dataset, config.data_dir, config.max_train_samples
+    )
     x_train, y_train = torch.from_numpy(to_model_input(train_images)), torch.from_numpy(train_labels.astype(np.int64))
     x_test, y_test = torch.from_numpy(to_model_input(test_images)), torch.from_numpy(test_labels.astype(np.int64))
 

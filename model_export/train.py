@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnistkit.model_export.datasets import dataset_spec, load_dataset
+from mnistkit.model_export.datasets import dataset_spec, load_train_test
 from mnistkit.model_export.model import build_model, to_model_input
 
 __all__ = [
@@ -87,11 +87,9 @@ def train(config: TrainConfig) -> TrainResult:
     spec = dataset_spec(config.dataset)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    train_images, train_labels = load_dataset(config.dataset, "train", config.data_dir)
-    test_images, test_labels = load_dataset(config.dataset, "test", config.data_dir)
-    if config.max_train_samples:
-        train_images = train_images[: config.max_train_samples]
-        train_labels = train_labels[: config.max_train_samples]
+    train_images, train_labels, test_images, test_labels = load_train_test(
+        config.dataset, config.data_dir, config.max_train_samples
+    )
     x_train, x_test = to_model_input(train_images), to_model_input(test_images)
 
     keras.utils.set_random_seed(config.seed)

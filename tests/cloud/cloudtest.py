@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from emulators import DATASET, PROJECT
 
 REGION = "us-central1"
@@ -60,3 +62,13 @@ def terraform_outputs(**overrides) -> dict:
     }
     outputs.update(overrides)
     return outputs
+
+
+def answer_json(handler, status: int, body: dict) -> None:
+    """Answer a BaseHTTPRequestHandler's request with `body` as JSON, the way Google's APIs do."""
+    payload = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json; charset=UTF-8")
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cloudtest import DATA_BUCKET, DATAFLOW_BUCKET, MODEL_BUCKET, PROJECT, terraform_outputs
+from cloudtest import DATA_BUCKET, DATAFLOW_BUCKET, MODEL_BUCKET, PROJECT, answer_json, terraform_outputs
 from emulators import GcsEmulator
 
 
@@ -62,12 +62,7 @@ class _ApiHandler(http.server.BaseHTTPRequestHandler):
         self.server.apis.requests.append((url.path, query, self.headers.get("Authorization")))
         route = self.server.apis.routes.get(url.path, (404, {"error": {"code": 404, "message": "not found"}}))
         status, body = route(query) if callable(route) else route
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        answer_json(self, status, body)
 
     def log_message(self, *args) -> None:  # keep the test output clean
         pass

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from cloudtest import DATA_BUCKET, MODEL_BUCKET, PROJECT, REGION, WORKER_IMAGE
+from cloudtest import DATA_BUCKET, MODEL_BUCKET, PROJECT, REGION, WORKER_IMAGE, answer_json
 
 from mnistkit.cli.main import cli
 
@@ -37,12 +37,7 @@ class VertexApi:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     def _answer(self, status: int, body: dict) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        answer_json(self, status, body)
 
     def do_POST(self) -> None:
         api = self.server.api
