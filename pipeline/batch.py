@@ -9,7 +9,7 @@ refuses join the dead letters.
 
 Everything after the Reshuffle of file ranges fuses into one stage, so rows never leave the
 worker that read them. Both file sinks write under a folder of this run's own
-(`<output>.run-<id>/`, io/run_outputs.py); once every sink has finished, a last step replaces the
+(`<output>-run-<id>/`, io/run_outputs.py); once every sink has finished, a last step replaces the
 previous outputs with them, and `StartedRun.finish` then writes the summary. A run that fails or
 is killed leaves the previous outputs and summary as they were.
 """

@@ -38,13 +38,13 @@ __all__ = [
     "SinkResult",
     "TableRef",
     "WritePredictionsToBigQuery",
-    "WriteRowsToBigQuery",
     "is_bigquery",
     "parse_table",
     "prediction_rows",
     "refused_row",
     "rows_to_raw",
     "screen_size",
+    "write_rows",
 ]
 
 SCHEME = "bq://"
@@ -245,43 +245,36 @@ def _nothing(_: Any) -> Iterator[str]:
     return iter(())
 
 
-class WriteRowsToBigQuery(beam.PTransform):
-    """Row dicts → `table` (created with `schema` if needed); returns a SinkResult.
+def write_rows(
+    rows: beam.PCollection, table: TableRef, schema: dict, truncate: bool = False, gcs_temp: str | None = None
+) -> SinkResult:
+    """Apply, as step `Write` (plus `Refused` and `Done` after it), a write of row dicts to `table`
+    (created with `schema` if needed); call it inside a sink's expand.
 
     Streaming inserts retry transient errors only: a row the table refuses for good (a schema
     that does not fit, a missing REQUIRED value) comes back at once as a dead letter instead of
     being retried forever. Batch loads (FILE_LOADS, with a gs:// `gcs_temp`) have no per-row
     outcome: a load job that fails fails the run.
     """
+    from apache_beam.io.gcp.bigquery_tools import RetryStrategy
 
-    def __init__(self, table: TableRef, schema: dict, truncate: bool = False, gcs_temp: str | None = None) -> None:
-        super().__init__()
-        self._table = table
-        self._schema = schema
-        self._truncate = truncate
-        self._gcs_temp = gcs_temp
-
-    def expand(self, rows: beam.PCollection) -> SinkResult:
-        from apache_beam.io.gcp.bigquery_tools import RetryStrategy
-
-        disposition = beam.io.BigQueryDisposition
-        method = beam.io.WriteToBigQuery.Method
-        result = rows | "Insert" >> beam.io.WriteToBigQuery(
-            table=self._table.spec,
-            schema=self._schema,
-            create_disposition=disposition.CREATE_IF_NEEDED,
-            write_disposition=disposition.WRITE_TRUNCATE if self._truncate else disposition.WRITE_APPEND,
-            method=method.FILE_LOADS if self._gcs_temp else method.STREAMING_INSERTS,
-            custom_gcs_temp_location=self._gcs_temp,
-            insert_retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR,
-        )
-        if self._gcs_temp:
-            # Emitted as the load jobs are started; Beam exposes no step after they have ended.
-            done = result.destination_load_jobid_pairs | "Loaded" >> beam.FlatMap(_nothing)
-            dead = rows.pipeline | "NoneRefused" >> beam.Create([])
-            return SinkResult(dead, done)
-        dead = result.failed_rows_with_errors | "Refused" >> beam.Map(refused_row, self._table.uri)
-        return SinkResult(dead, dead | "Inserted" >> beam.FlatMap(_nothing))
+    disposition = beam.io.BigQueryDisposition
+    method = beam.io.WriteToBigQuery.Method
+    result = rows | "Write" >> beam.io.WriteToBigQuery(
+        table=table.spec,
+        schema=schema,
+        create_disposition=disposition.CREATE_IF_NEEDED,
+        write_disposition=disposition.WRITE_TRUNCATE if truncate else disposition.WRITE_APPEND,
+        method=method.FILE_LOADS if gcs_temp else method.STREAMING_INSERTS,
+        custom_gcs_temp_location=gcs_temp,
+        insert_retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR,
+    )
+    if gcs_temp:
+        # Emitted as the load jobs are started; Beam exposes no step after they have ended.
+        done = result.destination_load_jobid_pairs | "Done" >> beam.FlatMap(_nothing)
+        return SinkResult(rows.pipeline | "Refused" >> beam.Create([]), done)
+    dead = result.failed_rows_with_errors | "Refused" >> beam.Map(refused_row, table.uri)
+    return SinkResult(dead, dead | "Done" >> beam.FlatMap(_nothing))
 
 
 class WritePredictionsToBigQuery(beam.PTransform):
@@ -306,5 +299,5 @@ class WritePredictionsToBigQuery(beam.PTransform):
         self._gcs_temp = gcs_temp if (gcs_temp or "").startswith("gs://") else None
 
     def expand(self, predictions: beam.PCollection) -> SinkResult:
-        sink = WriteRowsToBigQuery(self._table, PREDICTIONS_SCHEMA, self._write == "truncate", self._gcs_temp)
-        return predictions | "ToRows" >> beam.FlatMap(prediction_rows) | "Write" >> sink
+        rows = predictions | "ToRows" >> beam.FlatMap(prediction_rows)
+        return write_rows(rows, self._table, PREDICTIONS_SCHEMA, self._write == "truncate", self._gcs_temp)

@@ -1,6 +1,6 @@
 """Run-specific output places, and the commit that makes a finished run's outputs the current ones.
 
-A batch run writes each of its file outputs under a folder of its own, `<prefix>.run-<id>/`, so
+A batch run writes each of its file outputs under a folder of its own, `<prefix>-run-<id>/`, so
 a run that fails or is killed leaves the previous outputs as they were. Only once every sink
 has finished does the commit step replace them: delete the previous outputs, rename the run's
 files into place, remove the run's folder. The summary, written after the commit, is the mark of
@@ -26,8 +26,10 @@ from apache_beam.io.filesystems import FileSystems
 
 __all__ = ["RUN_MARK", "StagedPrefix", "commit", "new_run_id", "remove_folders", "run_folders"]
 
-# Between an output prefix and a run id: `preds.run-…` never matches `preds-*` output patterns.
-RUN_MARK = ".run-"
+# Between an output prefix and a run id. `preds-run-…/` matches no output pattern
+# (`preds-[0-9]*-of-…`, `preds-errors-*.jsonl`: a `*` stops at `/`), and stays beside the outputs,
+# under whatever prefix the outputs may be written to.
+RUN_MARK = "-run-"
 
 
 def new_run_id() -> str:

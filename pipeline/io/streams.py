@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from mnistkit.pipeline import accounting
 from mnistkit.pipeline.accounting import LATENCY_MS
-from mnistkit.pipeline.io.bigquery import PREDICTIONS_SCHEMA, TableRef, WriteRowsToBigQuery, prediction_rows
+from mnistkit.pipeline.io.bigquery import PREDICTIONS_SCHEMA, TableRef, prediction_rows, write_rows
 from mnistkit.pipeline.io.watch import StopPolicy, WatchFolder, folder_pattern
 from mnistkit.pipeline.rows import DEAD_LETTERS, DeadLetter, PredictionBatch, Reason, ScoredBatch
 
@@ -303,6 +303,6 @@ class WriteStreamBigQuery(beam.PTransform):
     def expand(self, outputs: tuple[beam.PCollection, ...]) -> None:
         scored, *dead_letters = outputs
         rows = scored | "ToRows" >> beam.ParDo(_TableRows()).with_outputs(DEAD_LETTERS, main="main")
-        written = rows.main | "Write" >> WriteRowsToBigQuery(self._table, STREAM_PREDICTIONS_SCHEMA)
+        written = write_rows(rows.main, self._table, STREAM_PREDICTIONS_SCHEMA)
         refused = written.dead_letters | "ListRefused" >> beam.Map(lambda letter: [letter])
         _write_dead_letter_lists([rows[DEAD_LETTERS], refused, *dead_letters], self._errors_folder)

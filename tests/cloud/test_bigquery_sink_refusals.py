@@ -43,7 +43,7 @@ def test_rows_the_table_refuses_are_dead_letters_and_the_run_reconciles(
     images = mnist_test_set[0][:12].reshape(12, -1)
     source = tmp_path / "rows.txt"
     source.write_bytes(encode_text(np.arange(12), images) + b"12:not,a,row\n")
-    table = f"{PROJECT}.{DATASET}.predictions"
+    table = f"{PROJECT}.{DATASET}.refusing_predictions"
     client = bigquery.client()
     _create_table(client, table, fields)
     config = PredictConfig(

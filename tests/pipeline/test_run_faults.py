@@ -97,7 +97,7 @@ def test_a_run_killed_while_writing_leaves_the_previous_outputs_and_a_rerun_repl
     try:
         # Killed once its sinks have begun to write: a file in the run's own folder.
         deadline = time.monotonic() + 240
-        while not any(p.is_file() for p in out.glob("p.run-*/**/*")) and time.monotonic() < deadline:
+        while not any(p.is_file() for p in out.glob("p-run-*/**/*")) and time.monotonic() < deadline:
             assert child.poll() is None, "the run ended before it was killed"
             time.sleep(0.05)
         assert child.poll() is None, "no output was being written"
@@ -107,13 +107,13 @@ def test_a_run_killed_while_writing_leaves_the_previous_outputs_and_a_rerun_repl
         child.wait()
     assert child.returncode == -signal.SIGKILL
     after_kill = _listing(out)
-    assert {name: data for name, data in after_kill.items() if ".run-" not in name} == before
-    assert any(".run-" in name for name in after_kill)  # the killed run's files, in its own folder
+    assert {name: data for name, data in after_kill.items() if "-run-" not in name} == before
+    assert any("-run-" in name for name in after_kill)  # the killed run's files, in its own folder
 
     config = PredictConfig(model=str(exported_model), input=str(big), output=str(out / "p"), overwrite=True)
     summary = run_predict(config)
     names = sorted(_listing(out))
-    assert not any(".run-" in name or "beam-temp" in name or ".tmp" in name for name in names), names
+    assert not any("-run-" in name or "beam-temp" in name or ".tmp" in name for name in names), names
     predicted = [row["key"] for row in read_json_lines(config.predictions_pattern)]
     assert len(predicted) == n and sorted(predicted) == list(range(n))
     assert list(read_json_lines(config.errors_pattern)) == []

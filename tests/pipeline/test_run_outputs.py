@@ -27,7 +27,7 @@ def test_a_commit_replaces_the_previous_files_and_removes_the_run_folder(tmp_pat
     for path in old:
         path.write_text("old\n")
     prefix = StagedPrefix(str(tmp_path / "p"), "r1")
-    staged = tmp_path / "p.run-r1" / "p-00000-of-00001.jsonl"
+    staged = tmp_path / "p-run-r1" / "p-00000-of-00001.jsonl"
     staged.parent.mkdir()
     staged.write_text("new\n")
     assert run_folders(prefix.final) == [prefix.folder]
@@ -70,7 +70,7 @@ def test_a_failed_run_leaves_the_previous_outputs_and_no_run_folder(tmp_path, ex
     with pytest.raises(Exception, match="accelerator fell off"):
         pipeline.run().wait_until_finish()
     # The failed run's files stay in its own folder (finish() removes it); the outputs are untouched.
-    assert {name: (out / name).read_bytes() for name in _files(out) if ".run-" not in name} == before
+    assert {name: (out / name).read_bytes() for name in _files(out) if "-run-" not in name} == before
 
 
 def test_overwrite_refuses_an_input_that_matches_the_output_names(tmp_path, exported_model, test_rows):
@@ -95,14 +95,14 @@ def test_overwrite_removes_the_folders_of_killed_runs_and_replaces_outputs_only_
     out = tmp_path / "out"
     config = PredictConfig(model=str(exported_model), input=str(source), output=str(out / "p"), runner=IN_PROCESS)
     run_predict(config)
-    killed = out / "p.run-20000101T000000-dead"
+    killed = out / "p-run-20000101T000000-dead"
     killed.mkdir()
     (killed / "p-00000-of-00001.jsonl").write_text('{"key": 999}\n')
-    with pytest.raises(OutputExistsError, match="p.run-20000101T000000-dead"):
+    with pytest.raises(OutputExistsError, match="p-run-20000101T000000-dead"):
         run_predict(config)
     summary = run_predict(PredictConfig(**{**config.__dict__, "overwrite": True}))
     names = _files(out)
-    assert not any(".run-" in name for name in names)
+    assert not any("-run-" in name for name in names)
     keys = [json.loads(line)["key"] for name in names if name.startswith("p-0") for line in (out / name).open()]
     assert sorted(keys) == np.arange(30).tolist() and summary.reconciled
     assert json.loads((out / "p-summary.json").read_text())["rows_predicted"] == 30

@@ -24,7 +24,7 @@ def test_rows_a_stream_table_refuses_are_dead_letters_and_counts_reconcile(
     images = mnist_test_set[0].reshape(-1, 784)
     topic, subscription = pubsub.topic_with_subscription()
     simulate(dataset_rows(images[:20], 20, bad_every=10), 20, 1000, PubSubSink(topic))
-    table = f"{PROJECT}.{DATASET}.stream_predictions"
+    table = f"{PROJECT}.{DATASET}.refusing_stream_predictions"
     # A table whose `confidence` column is BYTES: no number the stream writes fits it.
     fields = [{**f, "type": "BYTES"} if f["name"] == "confidence" else f for f in STREAM_PREDICTIONS_SCHEMA["fields"]]
     client = bigquery.client()
