@@ -23,7 +23,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
     from mnistkit.model_export.distributed import ClusterError
     from mnistkit.model_export.evaluate import EvaluationError
     from mnistkit.model_export.torch_models import TorchError
-    from mnistkit.pipeline.batch import OutputExistsError
+    from mnistkit.pipeline.batch import OutputExistsError, RunFailedError
     from mnistkit.pipeline.cloud.config import ConfigError
     from mnistkit.pipeline.cloud.doctor import QuotaError
     from mnistkit.pipeline.cloud.training import VertexJobError
@@ -47,6 +47,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
         EndpointError,
         RuntimeUnavailable,
         OutputExistsError,
+        RunFailedError,
         BigQueryError,
         StreamInputError,
         ConfigError,

@@ -3,6 +3,8 @@
 Every row read is counted once where it is read, and once more where it ends: predicted, or
 rejected with a reason. Both ends are counted in the same fused steps that write the outputs, so
 `rows_read == rows_predicted + rows_rejected` holds for any runner that reports committed metrics.
+A row sent to a sink that can refuse single rows (BigQuery streaming inserts) is counted as
+predicted when sent and taken back, as a dead letter, if the sink refuses it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "count_precision_check",
     "count_predicted",
     "count_read",
+    "count_refused_by_sink",
     "count_rejected",
     "local_counters",
     "local_latency",
@@ -60,6 +63,13 @@ def count_read(n: int, nbytes: int = 0) -> None:
 def count_predicted(n: int) -> None:
     Metrics.counter(NAMESPACE, ROWS_PREDICTED).inc(n)
     _TALLY.add(ROWS_PREDICTED, n)
+
+
+def count_refused_by_sink(n: int) -> None:
+    """`n` rows counted as predicted when they were sent, which the sink then refused: they are
+    predicted no longer (their dead letters count them as rejected)."""
+    Metrics.counter(NAMESPACE, ROWS_PREDICTED).dec(n)
+    _TALLY.add(ROWS_PREDICTED, -n)
 
 
 def count_rejected(reason: str) -> None:

@@ -54,6 +54,8 @@ class Reason(StrEnum):
     CORRUPT_FILE = "corrupt_file"
     UNKNOWN_FORMAT = "unknown_format"
     INFERENCE_ERROR = "inference_error"
+    # The output (a BigQuery table) refused the predicted row; the detail is its error.
+    SINK_REFUSED = "sink_refused"
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,15 @@ pixels) are read with the Storage Read API (DIRECT_READ: no export job, no temp 
 back as text records and fed to the same parser as text files, so a bad row from BigQuery becomes
 the same dead letter as a bad line in a file. Predictions go to a table with the schema of
 infra/modules/bigquery (created if needed), appended or truncated.
+
+A row the table refuses (streaming inserts report each one) becomes a `sink_refused` dead letter
+with BigQuery's error, and is no longer counted as predicted. Batch loads (FILE_LOADS) report no
+per-row outcome: a load job loads all its rows or fails, and a failed load fails the run.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +25,8 @@ import numpy as np
 from mnistkit.model_export.model import NUM_CLASSES, NUM_PIXELS
 from mnistkit.pipeline import accounting
 from mnistkit.pipeline.choices import BIGQUERY_READ_METHODS, BIGQUERY_WRITES
-from mnistkit.pipeline.rows import DEAD_LETTERS, DeadLetter, PredictionBatch, RawBatch, Reason
+from mnistkit.pipeline.io.reference import MAX_RECORD_BYTES
+from mnistkit.pipeline.rows import DEAD_LETTERS, MAX_RAW_CHARS, DeadLetter, PredictionBatch, RawBatch, Reason
 
 __all__ = [
     "BigQueryError",
@@ -29,12 +35,16 @@ __all__ = [
     "ReadFromBigQueryTable",
     "SCHEME",
     "SOURCE_FORMAT",
+    "SinkResult",
     "TableRef",
     "WritePredictionsToBigQuery",
     "is_bigquery",
     "parse_table",
     "prediction_rows",
+    "refused_row",
     "rows_to_raw",
+    "screen_size",
+    "write_rows",
 ]
 
 SCHEME = "bq://"
@@ -112,6 +122,11 @@ def rows_to_raw(rows: list[dict[str, Any]], source: str) -> Iterator[RawBatch | 
     pixel_rows: list[bytes] = []
     for row in rows:
         key, image = row.get("key"), row.get("image")
+        if _OVERSIZED in row:
+            raw = f"{'' if key is None else key}:{row[_OVERSIZED][1]}"
+            detail = f"{row[_OVERSIZED][0]} image bytes or characters, at most {MAX_RECORD_BYTES}"
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(source, raw, Reason.OVERSIZED_LINE, detail))
+            continue
         if isinstance(image, bytes):
             reason = _bytes_problem(key, image)
             if reason:
@@ -127,6 +142,24 @@ def rows_to_raw(rows: list[dict[str, Any]], source: str) -> Iterator[RawBatch | 
         records += encode_text(np.asarray(pixel_keys, np.int64), pixels).splitlines()
     if records:
         yield RawBatch(source, records)
+
+
+# Marks a row whose image was cut off before batching: (its length, its first characters).
+_OVERSIZED = "_oversized"
+
+
+def screen_size(row: dict[str, Any]) -> dict[str, Any]:
+    """`row`, or for an image beyond MAX_RECORD_BYTES, the row without it (rows_to_raw rejects it).
+
+    Runs before rows are batched, so a table of multi-megabyte STRING values is never held a
+    batch at a time. An image of at most MAX_RECORD_BYTES characters may still make a record
+    over MAX_RECORD_BYTES bytes: the parser rejects that one, with the same reason.
+    """
+    image = row.get("image")
+    if isinstance(image, (str, bytes)) and len(image) > MAX_RECORD_BYTES:
+        head = image[:MAX_RAW_CHARS] if isinstance(image, str) else f"<{len(image)} bytes>"
+        return {"key": row.get("key"), _OVERSIZED: (len(image), head)}
+    return row
 
 
 def _bytes_problem(key: Any, image: bytes) -> tuple[Reason, str] | None:
@@ -172,13 +205,14 @@ class ReadFromBigQueryTable(beam.PTransform):
         return (
             pbegin
             | "Read" >> self.read()
+            | "ScreenSize" >> beam.Map(screen_size)
             | "Batch" >> beam.BatchElements(min_batch_size=self._batch_rows, max_batch_size=self._batch_rows)
             | "ToRecords" >> beam.FlatMap(rows_to_raw, self._table.uri).with_outputs(DEAD_LETTERS, main="main")
         )
 
 
 def prediction_rows(batch: PredictionBatch) -> list[dict[str, Any]]:
-    """A PredictionBatch as rows of the predictions table (counted as predicted)."""
+    """A PredictionBatch as rows of the predictions table (counted as predicted, as they are sent)."""
     accounting.count_predicted(len(batch))
     confidences = batch.confidences.tolist()
     probabilities = batch.probabilities.tolist()
@@ -190,8 +224,62 @@ def prediction_rows(batch: PredictionBatch) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass
+class SinkResult:
+    """What a BigQuery sink gives back: dead letters of the rows the table refused, and a
+    collection that is complete once the sink has sent its last row (it holds no elements)."""
+
+    dead_letters: beam.PCollection
+    done: beam.PCollection
+
+
+def refused_row(failed: tuple[str, dict[str, Any], list[dict[str, Any]]], source: str) -> DeadLetter:
+    """A row BigQuery refused (`(table, row, errors)` from Beam) as a dead letter; no longer predicted."""
+    _, row, errors = failed
+    accounting.count_refused_by_sink(1)
+    detail = "; ".join(f"{e.get('reason', '')}: {e.get('message', '')}".strip(": ") for e in errors or [])
+    return DeadLetter.of(source, json.dumps(row), Reason.SINK_REFUSED, detail or "refused by BigQuery")
+
+
+def _nothing(_: Any) -> Iterator[str]:
+    return iter(())
+
+
+def write_rows(
+    rows: beam.PCollection, table: TableRef, schema: dict, truncate: bool = False, gcs_temp: str | None = None
+) -> SinkResult:
+    """Apply, as step `Write` (plus `Refused` and `Done` after it), a write of row dicts to `table`
+    (created with `schema` if needed); call it inside a sink's expand.
+
+    Streaming inserts retry transient errors only: a row the table refuses for good (a schema
+    that does not fit, a missing REQUIRED value) comes back at once as a dead letter instead of
+    being retried forever. Batch loads (FILE_LOADS, with a gs:// `gcs_temp`) have no per-row
+    outcome: a load job that fails fails the run.
+    """
+    from apache_beam.io.gcp.bigquery_tools import RetryStrategy
+
+    disposition = beam.io.BigQueryDisposition
+    method = beam.io.WriteToBigQuery.Method
+    result = rows | "Write" >> beam.io.WriteToBigQuery(
+        table=table.spec,
+        schema=schema,
+        create_disposition=disposition.CREATE_IF_NEEDED,
+        write_disposition=disposition.WRITE_TRUNCATE if truncate else disposition.WRITE_APPEND,
+        method=method.FILE_LOADS if gcs_temp else method.STREAMING_INSERTS,
+        custom_gcs_temp_location=gcs_temp,
+        insert_retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR,
+    )
+    if gcs_temp:
+        # Emitted as the load jobs are started; Beam exposes no step after they have ended.
+        done = result.destination_load_jobid_pairs | "Done" >> beam.FlatMap(_nothing)
+        return SinkResult(rows.pipeline | "Refused" >> beam.Create([]), done)
+    dead = result.failed_rows_with_errors | "Refused" >> beam.Map(refused_row, table.uri)
+    return SinkResult(dead, dead | "Done" >> beam.FlatMap(_nothing))
+
+
 class WritePredictionsToBigQuery(beam.PTransform):
-    """PredictionBatches → rows of `table`, created if needed, appended or truncated.
+    """PredictionBatches → rows of `table`, created if needed, appended or truncated; returns a
+    SinkResult (dead letters of refused rows).
 
     Batch loads (FILE_LOADS) need a gs:// temp location and can truncate; without one, rows are
     streamed in (STREAMING_INSERTS), which can only append.
@@ -210,19 +298,6 @@ class WritePredictionsToBigQuery(beam.PTransform):
         self._write = write
         self._gcs_temp = gcs_temp if (gcs_temp or "").startswith("gs://") else None
 
-    def expand(self, predictions: beam.PCollection) -> beam.pvalue.PDone:
-        disposition = beam.io.BigQueryDisposition
-        method = beam.io.WriteToBigQuery.Method
-        return (
-            predictions
-            | "ToRows" >> beam.FlatMap(prediction_rows)
-            | "Write"
-            >> beam.io.WriteToBigQuery(
-                table=self._table.spec,
-                schema=PREDICTIONS_SCHEMA,
-                create_disposition=disposition.CREATE_IF_NEEDED,
-                write_disposition=disposition.WRITE_TRUNCATE if self._write == "truncate" else disposition.WRITE_APPEND,
-                method=method.FILE_LOADS if self._gcs_temp else method.STREAMING_INSERTS,
-                custom_gcs_temp_location=self._gcs_temp,
-            )
-        )
+    def expand(self, predictions: beam.PCollection) -> SinkResult:
+        rows = predictions | "ToRows" >> beam.FlatMap(prediction_rows)
+        return write_rows(rows, self._table, PREDICTIONS_SCHEMA, self._write == "truncate", self._gcs_temp)

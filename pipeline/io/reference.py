@@ -45,8 +45,9 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 # What the text format calls a number: a decimal float, inf/infinity or nan (any case), with
 # optional spaces or tabs around it. Nothing else: no hex, no underscores, no "NA", no quotes.
+# C's `nan(chars)` spelling is a NaN too, as the CSV reader of the fast path reads it.
 _NUMBER = re.compile(
-    rb"[ \t]*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)[ \t]*",
+    rb"[ \t]*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan(?:\([0-9a-z_]*\))?)[ \t]*",
     re.IGNORECASE,
 )
 _JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[{]|[\]}]', re.DOTALL)
@@ -115,7 +116,12 @@ def _text(line: bytes) -> Outcome:
     if not all(_NUMBER.fullmatch(f) for f in fields):
         return Reason.NON_NUMERIC, "a value is not a number"
     with np.errstate(over="ignore"):
-        return key, np.asarray([float(f) for f in fields], np.float64).astype(np.float32)
+        return key, np.asarray([_text_float(f) for f in fields], np.float64).astype(np.float32)
+
+
+def _text_float(field: bytes) -> float:
+    """A value _NUMBER accepts as a float; Python's float() does not know `nan(chars)`."""
+    return float("nan") if b"(" in field else float(field)
 
 
 def json_depth(line: bytes) -> int:

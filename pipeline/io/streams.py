@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from mnistkit.pipeline import accounting
 from mnistkit.pipeline.accounting import LATENCY_MS
-from mnistkit.pipeline.io.bigquery import PREDICTIONS_SCHEMA, TableRef, prediction_rows
+from mnistkit.pipeline.io.bigquery import PREDICTIONS_SCHEMA, TableRef, prediction_rows, write_rows
 from mnistkit.pipeline.io.watch import StopPolicy, WatchFolder, folder_pattern
 from mnistkit.pipeline.rows import DEAD_LETTERS, DeadLetter, PredictionBatch, Reason, ScoredBatch
 
@@ -291,7 +291,8 @@ class WriteStreamBigQuery(beam.PTransform):
 
     The table takes the predictions table's columns plus event_time, prediction_time,
     latency_ms and model_version: append to a table of its own, or add those (NULLABLE) columns
-    to the batch predictions table first.
+    to the batch predictions table first. A row the table refuses (a schema that does not fit)
+    is a `sink_refused` dead letter with BigQuery's error, and not counted as predicted.
     """
 
     def __init__(self, table: TableRef, errors_folder: str) -> None:
@@ -302,11 +303,6 @@ class WriteStreamBigQuery(beam.PTransform):
     def expand(self, outputs: tuple[beam.PCollection, ...]) -> None:
         scored, *dead_letters = outputs
         rows = scored | "ToRows" >> beam.ParDo(_TableRows()).with_outputs(DEAD_LETTERS, main="main")
-        _ = rows.main | "Write" >> beam.io.WriteToBigQuery(
-            table=self._table.spec,
-            schema=STREAM_PREDICTIONS_SCHEMA,
-            create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
-            write_disposition=beam.io.BigQueryDisposition.WRITE_APPEND,
-            method=beam.io.WriteToBigQuery.Method.STREAMING_INSERTS,
-        )
-        _write_dead_letter_lists([rows[DEAD_LETTERS], *dead_letters], self._errors_folder)
+        written = write_rows(rows.main, self._table, STREAM_PREDICTIONS_SCHEMA)
+        refused = written.dead_letters | "ListRefused" >> beam.Map(lambda letter: [letter])
+        _write_dead_letter_lists([rows[DEAD_LETTERS], refused, *dead_letters], self._errors_folder)

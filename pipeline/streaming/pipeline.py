@@ -37,7 +37,7 @@ from mnistkit.pipeline.accounting import LATENCY_MS, Summary, query_counters
 from mnistkit.pipeline.inference.factory import check_scorer, stream_handler
 from mnistkit.pipeline.inference.runtimes import RuntimeOptions, runtime_options
 from mnistkit.pipeline.io.bigquery import is_bigquery, parse_table
-from mnistkit.pipeline.io.parsing import PARSERS
+from mnistkit.pipeline.io.parsing import parse
 from mnistkit.pipeline.io.streams import (
     StreamInput,
     StreamInputError,
@@ -47,7 +47,7 @@ from mnistkit.pipeline.io.streams import (
     read_stream,
 )
 from mnistkit.pipeline.io.watch import StopPolicy
-from mnistkit.pipeline.rows import DEAD_LETTERS, DeadLetter, ParsedBatch, StreamBatch, StreamRecord
+from mnistkit.pipeline.rows import DEAD_LETTERS, DeadLetter, ParsedBatch, RawBatch, StreamBatch, StreamRecord
 from mnistkit.pipeline.runners import FN_API_RUNNER, Runner
 
 __all__ = [
@@ -81,7 +81,8 @@ def parse_micro_batch(records: Sequence[StreamRecord]) -> tuple[StreamBatch | No
 
     Each row keeps its source and event time. When a format's records hold a bad row, the
     parser's output no longer tells which rows survived, so those records are parsed again one
-    by one: slower, but only for the parts of micro-batches that hold bad rows.
+    by one: slower, but only for the parts of micro-batches that hold bad rows. A format no
+    parser knows makes each of its records a dead letter (parsing.parse), not a crashed stream.
     """
     by_format: dict[str, list[StreamRecord]] = {}
     for record in records:
@@ -90,14 +91,13 @@ def parse_micro_batch(records: Sequence[StreamRecord]) -> tuple[StreamBatch | No
     times: list[np.ndarray] = []
     dead: list[DeadLetter] = []
     for fmt, group in by_format.items():
-        parse = PARSERS[fmt]
-        rows, bad = parse([r.payload for r in group], "stream")
+        rows, bad = parse(RawBatch("stream", [r.payload for r in group]), fmt)
         if not bad:
             parts.append(ParsedBatch(rows.keys, rows.images, [r.source for r in group]))
             times.append(np.fromiter((r.event_time for r in group), np.float64, len(group)))
             continue
         for record in group:
-            one, one_bad = parse([record.payload], record.source)
+            one, one_bad = parse(RawBatch(record.source, [record.payload]), fmt)
             dead += one_bad
             if len(one):
                 parts.append(one)
