@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 __all__ = [
@@ -80,24 +81,33 @@ def _drop_host_notices(record: logging.LogRecord) -> bool:
 
 
 class _QuietImport(importlib.abc.MetaPathFinder):
-    """Finds one top-level package as usual, but runs its import with file descriptor 2 muted."""
+    """Finds one top-level package as usual, but runs its import with file descriptor 2 muted.
+
+    It stays on sys.meta_path until the package is imported: a mere `importlib.util.find_spec`
+    (the runtimes' "is it installed?") asks the finders too, and imports nothing.
+    """
 
     def __init__(self, name: str) -> None:
         self._name = name
+        self._looking = threading.local()
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
-        if name != self._name:
+        if name != self._name or name in sys.modules or getattr(self._looking, "now", False):
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
+        self._looking.now = True
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self._looking.now = False
         if spec is not None and spec.loader is not None:
-            spec.loader = _MutedLoader(spec.loader)
+            spec.loader = _MutedLoader(spec.loader, self)
         return spec
 
 
 class _MutedLoader(importlib.abc.Loader):
-    def __init__(self, loader: importlib.abc.Loader) -> None:
+    def __init__(self, loader: importlib.abc.Loader, finder: _QuietImport) -> None:
         self._loader = loader
+        self._finder = finder
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
         return self._loader.create_module(spec)
@@ -113,3 +123,5 @@ class _MutedLoader(importlib.abc.Loader):
             os.dup2(saved, 2)
             os.close(saved)
             os.close(devnull)
+            if self._finder in sys.meta_path:
+                sys.meta_path.remove(self._finder)

@@ -42,11 +42,14 @@ def test_an_incomplete_version_is_retried_and_served_once_complete(export_dir, c
     model = LatestModel(str(export_dir), check_seconds=0, retry_seconds=0.4)
     v1 = first_version(export_dir)
     new = add_version(export_dir, v1 + 1)
-    variables = export_dir / "variables-held-back"
-    shutil.move(new / "variables", variables)  # saved_model.pb landed, variables/ not yet
+    # saved_model.pb landed, its weights not yet: variables/ and the OpenVINO IR export wrote beside.
+    held_back = [name for name in ("variables", "openvino") if (new / name).exists()]
+    for name in held_back:
+        shutil.move(new / name, export_dir / f"{name}-held-back")
     assert model.current()[1] == str(v1)
     assert f"Not serving {new}" in caplog.text
-    shutil.move(variables, new / "variables")
+    for name in held_back:
+        shutil.move(export_dir / f"{name}-held-back", new / name)
     assert model.current()[1] == str(v1)  # the retry is not due yet
     time.sleep(0.45)
     assert model.current()[1] == str(v1 + 1)
@@ -59,7 +62,7 @@ def test_a_version_with_non_finite_output_is_not_swapped_in(export_dir, caplog, 
     serving, version = model.current()
     assert version == str(v1)
     assert "non-finite" in caplog.text
-    probabilities, _ = serving(np.arange(3), np.full((3, 784), 0.5, np.float32))
+    probabilities, _ = serving.predict(np.arange(3), np.full((3, 784), 0.5, np.float32))
     assert np.isfinite(probabilities).all()
 
 

@@ -54,4 +54,8 @@ def test_on_dataflow_the_micro_batches_form_under_runner_sharded_keys(exported_m
         }
 
     assert batchers(None) == {beam.GroupIntoBatches}
-    assert beam.GroupIntoBatches.WithShardedKey in batchers(object())
+    from mnistkit.pipeline.cloud.config import CloudConfig
+    from mnistkit.pipeline.cloud.launch import DataflowRunnerConfig
+
+    dataflow = DataflowRunnerConfig(CloudConfig(project_id="demo-project", max_workers=2), job_name="rows")
+    assert beam.GroupIntoBatches.WithShardedKey in batchers(dataflow)
