@@ -147,7 +147,8 @@ def test_a_watched_folder_of_every_format_scores_as_the_recipe_class(export_dir,
     config = StreamConfig(model=str(export_dir), input=f"watch://{incoming}", output=str(out), max_batch=16,
                           window_seconds=0.3, poll_seconds=0.2, idle=3.0, runtime="pytorch")  # fmt: skip
     summary = run_stream(config).summary
-    rows = [json.loads(line) for path in sorted(out.glob("predictions-*.jsonl")) for line in path.read_text().splitlines()]
+    files = sorted(out.glob("predictions-*.jsonl"))
+    rows = [json.loads(line) for path in files for line in path.read_text().splitlines()]
     predictions = {row["key"]: row for row in rows}
     assert len(rows) == len(predictions) == 90 and summary.reconciled
     assert {row["model_version"] for row in rows} == {Path(resolve_model(str(export_dir))).name}
