@@ -46,7 +46,7 @@ def test_a_newer_export_is_served_once_the_check_is_due(export_dir):
     time.sleep(0.35)
     serving, version = model.current()
     assert version == str(v1 + 1)
-    probabilities, classes = serving(np.array([1]), np.full((1, 784), 0.5, np.float32))
+    probabilities, classes = serving.predict(np.array([1]), np.full((1, 784), 0.5, np.float32))
     assert probabilities.shape == (1, 10) and classes.shape == (1,)
 
 
