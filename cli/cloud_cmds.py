@@ -9,7 +9,7 @@ import click
 
 from mnistkit.cli.errors import user_errors
 from mnistkit.cli.options import progress_option, resolve_config, settings_option, show_progress
-from mnistkit.pipeline.choices import BIGQUERY_WRITES, IMAGE_BACKENDS
+from mnistkit.pipeline.choices import BIGQUERY_WRITES, FRAMEWORKS, IMAGE_BACKENDS
 
 __all__ = ["COMMANDS"]
 
@@ -163,11 +163,18 @@ def image_group() -> None:
     show_default=True,
     help="auto: the local Docker engine when one answers, else Cloud Build.",
 )
+@click.option(
+    "--framework",
+    type=click.Choice(FRAMEWORKS),
+    default="tensorflow",
+    show_default=True,
+    help="The exports the image serves: TensorFlow with CUDA (Dockerfile) or CUDA PyTorch (Dockerfile.pytorch).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the commands instead of running them.")
 @settings_option
 @user_errors
-def image_build(tag: str | None, backend: str, dry_run: bool, settings: tuple[str, ...]) -> None:
-    """Build the GPU worker image with this machine's Python, Beam and TensorFlow versions and push it.
+def image_build(tag: str | None, backend: str, framework: str, dry_run: bool, settings: tuple[str, ...]) -> None:
+    """Build the GPU worker image with this machine's Python, Beam and TensorFlow (or torch) versions and push it.
 
     The Beam base image is pinned by digest: set worker_base_digest (--set worker_base_digest=sha256:…);
     a dry run without it shows a placeholder.
@@ -178,7 +185,7 @@ def image_build(tag: str | None, backend: str, dry_run: bool, settings: tuple[st
     from mnistkit.pipeline.cloud.image import BASE_DIGEST_PLACEHOLDER, plan_image_build, run_image_build
 
     config = resolve_config(settings)
-    build = plan_image_build(config, tag=tag, backend=None if backend == "auto" else backend)
+    build = plan_image_build(config, tag=tag, backend=None if backend == "auto" else backend, framework=framework)
     versions = ", ".join(f"{k}={v}" for k, v in build.versions.items())
     click.echo(f"Building {build.image} with {build.backend} ({versions})")
     for command in build.commands:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from mnistkit.model_export.datasets import dataset_spec, load_dataset
-from mnistkit.model_export.export import SIGNATURE_NAME, latest_version
+from mnistkit.model_export.export import SIGNATURE_NAME, latest_version, version_framework
 from mnistkit.model_export.model import NUM_CLASSES, to_model_input
 
 __all__ = [
@@ -73,22 +73,42 @@ def score(labels: np.ndarray, predicted: np.ndarray, class_names: tuple[str, ...
 
 
 def predict_classes(model_path: str | os.PathLike, images_uint8: np.ndarray) -> np.ndarray:
-    """Classes for uint8 [N, 28, 28] images from a ``.keras`` file or an exported SavedModel."""
+    """Classes for uint8 [N, 28, 28] images from a ``.keras`` file or an exported version (SavedModel or PyTorch)."""
     model_path = Path(model_path)
     x = to_model_input(images_uint8)
     if model_path.suffix == ".keras":
         import keras
 
         return keras.models.load_model(model_path).predict(x, batch_size=_PREDICT_BATCH, verbose=0).argmax(axis=1)
+    version = latest_version(model_path)
+    if version_framework(version) == "pytorch":
+        return _batched_classes(_torch_classes(version), x)
     import tensorflow as tf
 
-    serve = tf.saved_model.load(str(latest_version(model_path))).signatures[SIGNATURE_NAME]
-    classes = []
-    for start in range(0, len(x), _PREDICT_BATCH):
-        batch = x[start : start + _PREDICT_BATCH]
-        out = serve(key=tf.range(len(batch), dtype=tf.int64), image=tf.constant(batch))
-        classes.append(out["class"].numpy())
-    return np.concatenate(classes)
+    serve = tf.saved_model.load(str(version)).signatures[SIGNATURE_NAME]
+
+    def classes(batch: np.ndarray) -> np.ndarray:
+        return serve(key=tf.range(len(batch), dtype=tf.int64), image=tf.constant(batch))["class"].numpy()
+
+    return _batched_classes(classes, x)
+
+
+def _torch_classes(version: Path):
+    import torch
+
+    from mnistkit.model_export.torch_export import load_program
+
+    program = load_program(version)
+
+    def classes(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return program(torch.arange(len(batch)), torch.from_numpy(batch))["class"].numpy()
+
+    return classes
+
+
+def _batched_classes(classes, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([classes(x[start : start + _PREDICT_BATCH]) for start in range(0, len(x), _PREDICT_BATCH)])
 
 
 def classes_from_predictions(pattern: str, count: int) -> np.ndarray:

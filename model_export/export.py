@@ -32,11 +32,13 @@ __all__ = [
     "SIGNATURE_INPUTS",
     "SIGNATURE_NAME",
     "SIGNATURE_OUTPUTS",
+    "VERSION_MARKERS",
     "convert_to_openvino",
     "export_saved_model",
     "latest_version",
     "model_info",
     "newest_version",
+    "version_framework",
     "write_version",
 ]
 
@@ -46,6 +48,9 @@ KERAS_FILE = "model.keras"
 OPENVINO_IR = "openvino/model.xml"
 # model.json's `framework`: which runtimes can serve a version (exports that lack it are TensorFlow's).
 DEFAULT_FRAMEWORK = "tensorflow"
+# The file that makes a folder a complete version, per framework: what resolving a model URI looks
+# for, and what an upload writes last (pipeline/cloud/staging.py). Checked in this order.
+VERSION_MARKERS = {"tensorflow": "saved_model.pb", "pytorch": "model.pt"}
 SIGNATURE_INPUTS = {"key": ("int64", [None]), "image": ("float32", [None, NUM_PIXELS])}
 SIGNATURE_OUTPUTS = {
     "key": ("int64", [None]),
@@ -171,14 +176,22 @@ def _tensorflow_versions() -> dict[str, str]:
     return {"tensorflow": tf.__version__, "keras": keras.__version__}
 
 
+def version_framework(version_dir: str | os.PathLike) -> str | None:
+    """The framework whose marker a local folder holds (VERSION_MARKERS), or None if it is no version."""
+    return next((fw for fw, marker in VERSION_MARKERS.items() if (Path(version_dir) / marker).is_file()), None)
+
+
 def latest_version(export_dir: str | os.PathLike) -> Path:
-    """The newest numeric version under a local export dir, or the dir itself if it is a version."""
+    """The newest numeric version under a local export dir, any framework, or the dir itself if it is a version."""
     export_dir = Path(export_dir)
-    if (export_dir / "saved_model.pb").is_file():
+    if version_framework(export_dir) is not None:
         return export_dir
-    newest = newest_version(str(pb.parent) for pb in export_dir.glob("*/saved_model.pb"))
+    markers = VERSION_MARKERS.values()
+    newest = newest_version(str(found.parent) for marker in markers for found in export_dir.glob(f"*/{marker}"))
     if newest is None:
-        raise FileNotFoundError(f"{export_dir} holds no exported model version (<unix-timestamp>/saved_model.pb).")
+        raise FileNotFoundError(
+            f"{export_dir} holds no exported model version (<unix-timestamp>/{' or '.join(markers)})."
+        )
     return Path(newest)
 
 

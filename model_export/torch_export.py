@@ -4,7 +4,9 @@ A version ``<export_dir>/<unix-timestamp>/`` (written atomically by export.write
   - ``model.pt``: a TorchScript program of the serving contract, ``forward(key, image)`` →
     ``{"key", "probabilities", "class"}``, which ``torch.jit.load`` runs without the model's class;
   - ``state_dict.pt``: the bare network's weights, for users who keep training in PyTorch;
-  - ``model.json``: ``"framework": "pytorch"``, the architecture, the input and output spec.
+  - ``model.json``: ``"framework": "pytorch"``, the architecture, the input and output spec;
+  - where OpenVINO is installed, ``openvino/model.xml`` + ``.bin``: the same program as OpenVINO IR,
+    so CPU workers serve it without PyTorch (pipeline/inference/runtimes.py).
 
 TorchScript rather than ``torch.export``: both load without the class, but on this machine a
 ``torch.jit.load`` took 11-16 ms and a ``torch.export.load(...).module()`` 1.3-1.5 s (it rebuilds
@@ -14,12 +16,13 @@ and every hot swap of a stream pays that load.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnistkit.model_export.export import MODEL_JSON, model_info, write_version
+from mnistkit.model_export.export import MODEL_JSON, OPENVINO_IR, VERSION_MARKERS, model_info, write_version
 from mnistkit.model_export.model import NUM_CLASSES, NUM_PIXELS
 from mnistkit.model_export.torch_models import LAYERS, TorchError, build_torch_model, import_torch
 
@@ -31,6 +34,7 @@ __all__ = [
     "PROGRAM_FILE",
     "STATE_DICT_FILE",
     "StateDictError",
+    "convert_program_to_openvino",
     "export_state_dict",
     "export_torch_model",
     "load_program",
@@ -39,7 +43,7 @@ __all__ = [
 ]
 
 FRAMEWORK = "pytorch"
-PROGRAM_FILE = "model.pt"
+PROGRAM_FILE = VERSION_MARKERS[FRAMEWORK]
 STATE_DICT_FILE = "state_dict.pt"
 # The exported program must reproduce the eager network on a probe batch this closely (float32).
 _AGREEMENT = 1e-5
@@ -90,6 +94,8 @@ def export_torch_model(
         staging.mkdir(parents=True)
         program.save(str(staging / PROGRAM_FILE))
         torch.save(net.state_dict(), staging / STATE_DICT_FILE)
+        if importlib.util.find_spec("openvino") is not None:
+            convert_program_to_openvino(str(staging), staging / OPENVINO_IR)
         info = model_info(version, {**_torch_metadata(arch), **(metadata or {})}, {"torch": torch.__version__})
         info["signature"]["name"] = "forward"
         (staging / MODEL_JSON).write_text(_json(info))
@@ -165,6 +171,38 @@ def load_program(version_dir: str | os.PathLike):
 
     program = torch.jit.load(str(Path(version_dir) / PROGRAM_FILE), map_location="cpu")
     return program.eval()
+
+
+def convert_program_to_openvino(version_dir: str, xml_path: Path) -> Path:
+    """Write a version's TorchScript program as OpenVINO IR at `xml_path` (+ .bin), inputs typed as the contract's.
+
+    OpenVINO's PyTorch frontend directly, as export.convert_to_openvino does for SavedModels (no
+    `ov.convert_model` telemetry). TorchScript types no tensor, so the inputs get the contract's
+    dtypes and shapes here, and the image input its bare name (the frontend calls it `image.1`).
+    Weights stay f32. Needs `torch` as well as `openvino`, once, where the IR is written.
+    """
+    import torch
+
+    from mnistkit.model_export.runtime import import_openvino
+
+    ov = import_openvino()
+    from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
+
+    frontend = ov.frontend.FrontEndManager().load_by_framework("pytorch")
+    program = torch.jit.load(str(Path(version_dir) / PROGRAM_FILE), map_location="cpu").eval()
+    # The decoder must outlive convert(): the frontend holds it only as a C++ pointer.
+    decoder = TorchScriptPythonDecoder(program)
+    graph = frontend.load(decoder)
+    for index, (shape, dtype) in enumerate((([-1], ov.Type.i64), ([-1, NUM_PIXELS], ov.Type.f32))):
+        place = graph.get_place_by_input_index(index)
+        graph.set_partial_shape(place, ov.PartialShape(shape))
+        graph.set_element_type(place, dtype)
+    model = frontend.convert(graph)
+    for port, name in zip(model.inputs, ("key", "image"), strict=True):
+        port.get_tensor().set_names({name})
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    return xml_path
 
 
 def _check_program(program, net: nn.Module) -> None:

@@ -27,6 +27,6 @@ FRAMEWORKS = ("tensorflow", "pytorch")
 # Where `mnistkit image build` builds: Cloud Build, or a local Docker engine.
 IMAGE_BACKENDS = ("cloud-build", "docker")
 # The engine that runs the model (pipeline/inference/runtimes.py); `auto` picks by export and hardware.
-INFERENCE_RUNTIMES = ("auto", "tensorflow", "openvino")
+INFERENCE_RUNTIMES = ("auto", "tensorflow", "openvino", "pytorch")
 # Model arithmetic: f32, or bf16 where the CPU has native bf16 (OpenVINO only).
 PRECISIONS = ("f32", "bf16")

@@ -1,5 +1,9 @@
 """`mnistkit image build`: the GPU worker image (pipeline/cloud/worker/Dockerfile), built where it can be.
 
+One image per framework: `Dockerfile` (TensorFlow with CUDA) serves SavedModels,
+`Dockerfile.pytorch` (PyTorch's CUDA build, `--framework pytorch`) serves PyTorch exports; each
+has its Cloud Build recipe, and either goes into the context as Dockerfile / cloudbuild.yaml.
+
 With a local Docker engine the image is built and pushed from this machine; otherwise the build
 is submitted to Cloud Build (`gcloud builds submit`). Either way the build context is a temp dir
 holding only the Dockerfile, cloudbuild.yaml and pyproject.toml (the image needs nothing else),
@@ -23,11 +27,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnistkit.pipeline.choices import IMAGE_BACKENDS
+from mnistkit.pipeline.choices import FRAMEWORKS, IMAGE_BACKENDS
 from mnistkit.pipeline.cloud.config import CloudConfig, ConfigError
 
 __all__ = [
     "BASE_DIGEST_PLACEHOLDER",
+    "TORCH_CUDA",
     "ImageBuild",
     "WORKER_DIR",
     "docker_engine_available",
@@ -41,6 +46,13 @@ WORKER_DIR = Path(__file__).parent / "worker"
 # What a plan shows in place of a digest nobody has set yet; run_image_build refuses to run it.
 BASE_DIGEST_PLACEHOLDER = "<worker_base_digest>"
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# PyTorch's wheel index for the PyTorch image: one CUDA release that Dataflow's GPU drivers run.
+TORCH_CUDA = "cu128"
+# Each framework's Dockerfile and Cloud Build recipe in WORKER_DIR.
+_RECIPES = {
+    "tensorflow": ("Dockerfile", "cloudbuild.yaml"),
+    "pytorch": ("Dockerfile.pytorch", "cloudbuild.pytorch.yaml"),
+}
 
 
 @dataclass(frozen=True)
@@ -62,13 +74,15 @@ class ImageBuild:
         shutil.rmtree(self.context, ignore_errors=True)
 
 
-def launcher_versions() -> dict[str, str]:
-    """Python, Beam and TensorFlow versions of this machine, as the Dockerfile's build args."""
-    return {
+def launcher_versions(framework: str = "tensorflow") -> dict[str, str]:
+    """Python, Beam and the framework's versions of this machine, as the Dockerfile's build args."""
+    versions = {
         "PYTHON_VERSION": f"{sys.version_info.major}.{sys.version_info.minor}",
         "BEAM_VERSION": importlib.metadata.version("apache-beam"),
-        "TF_VERSION": _tensorflow_version(),
     }
+    if framework == "pytorch":
+        return {**versions, "TORCH_VERSION": _torch_version(), "TORCH_CUDA": TORCH_CUDA}
+    return {**versions, "TF_VERSION": _tensorflow_version()}
 
 
 def _tensorflow_version() -> str:
@@ -78,6 +92,14 @@ def _tensorflow_version() -> str:
         except importlib.metadata.PackageNotFoundError:
             continue
     raise ConfigError("TensorFlow is not installed here; `make setup` installs it")
+
+
+def _torch_version() -> str:
+    try:
+        # The public version: the launcher's CPU wheel is 2.13.0+cpu, the image gets 2.13.0's CUDA build.
+        return importlib.metadata.version("torch").split("+", 1)[0]
+    except importlib.metadata.PackageNotFoundError:
+        raise ConfigError("PyTorch is not installed here: pip install 'mnist-dataflow-kit[torch]'") from None
 
 
 def docker_engine_available(docker: str = "docker") -> bool:
@@ -117,10 +139,17 @@ def _missing_digest_message(versions: dict[str, str]) -> str:
 
 
 def plan_image_build(
-    config: CloudConfig, *, tag: str | None = None, backend: str | None = None, context: Path | None = None
+    config: CloudConfig,
+    *,
+    tag: str | None = None,
+    backend: str | None = None,
+    context: Path | None = None,
+    framework: str = "tensorflow",
 ) -> ImageBuild:
     """Prepare the context dir and the commands; `backend` None picks docker when an engine answers."""
     config.require("project_id", "region", "worker_image")
+    if framework not in FRAMEWORKS:
+        raise ConfigError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
     backend = backend or ("docker" if docker_engine_available() else "cloud-build")
     if backend not in IMAGE_BACKENDS:
         raise ConfigError(f"backend must be one of {IMAGE_BACKENDS}, got {backend!r}")
@@ -136,12 +165,14 @@ def plan_image_build(
     if backend == "cloud-build":
         # Before the context is written: a refused plan leaves nothing behind.
         config.require("cloudbuild_service_account", "build_source_location")
-    versions = launcher_versions()
+    versions = launcher_versions(framework)
     base_digest = _base_digest(config)
     build_args = {**versions, "BEAM_BASE_DIGEST": base_digest or BASE_DIGEST_PLACEHOLDER}
     context = context or Path(tempfile.mkdtemp(prefix="mnistkit-image-"))
-    for source in (WORKER_DIR / "Dockerfile", WORKER_DIR / "cloudbuild.yaml", pyproject):
-        shutil.copy2(source, context / source.name)
+    dockerfile, recipe = _RECIPES[framework]
+    shutil.copy2(WORKER_DIR / dockerfile, context / "Dockerfile")
+    shutil.copy2(WORKER_DIR / recipe, context / "cloudbuild.yaml")
+    shutil.copy2(pyproject, context / pyproject.name)
     if backend == "docker":
         commands = [
             [

@@ -1,14 +1,14 @@
 """`mnistkit stage`: the model export and input files into the buckets, text inputs into BigQuery.
 
-Uploads are idempotent: a file whose CRC32C (MD5 where the object has no CRC) already matches
-the object at its destination is skipped, so re-running stage after adding one file uploads
-that file only. A model version becomes visible only once whole: resolve_model (and a running
-stream's hot swap) takes a directory as a version once it holds saved_model.pb, so every
-saved_model.pb is uploaded after all the other files; an upload stopped half-way leaves the
-previous version the newest. Text inputs are loaded into the input table with one load job. The job takes
-JSON lines converted here rather than the text file itself: BigQuery's CSV reader would need ':'
-as a delimiter and no quoting, and a key that is not an integer would fail the whole job instead
-of being reported.
+Uploads are idempotent: a file whose CRC32C (MD5 where the object has no CRC) already matches the
+object at its destination is skipped, so re-running stage after adding one file uploads that file
+only. A model version becomes visible only once whole: resolve_model (and a running stream's hot
+swap) takes a directory as a version once it holds its marker (saved_model.pb, or a PyTorch
+export's model.pt: export.VERSION_MARKERS), so every marker is uploaded after all the other files;
+an upload stopped half-way leaves the previous version the newest. Text inputs are loaded into the
+input table with one load job. The job takes JSON lines converted here rather than the text file
+itself: BigQuery's CSV reader would need ':' as a delimiter and no quoting, and a key that is not
+an integer would fail the whole job instead of being reported.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import google_crc32c
 
+from mnistkit.model_export.export import VERSION_MARKERS
 from mnistkit.pipeline.cloud.config import CloudConfig
 from mnistkit.pipeline.io.bigquery import INPUT_SCHEMA, TableRef, parse_table
 from mnistkit.pipeline.io.formats import FormatError, detect_format
@@ -42,7 +43,7 @@ __all__ = [
     "upload",
 ]
 
-_SAVED_MODEL_FILE = "saved_model.pb"
+_MARKERS = frozenset(VERSION_MARKERS.values())
 _CHUNK = 4 << 20
 _INT64_MAX = 2**63 - 1
 
@@ -82,12 +83,12 @@ def split_gcs(uri: str) -> tuple[str, str]:
 def plan_model_upload(model_dir: Path, model_uri: str) -> list[Upload]:
     """Every file of an export dir (or of one version dir, kept as `<model_uri>/<version>/`).
 
-    In upload order: each saved_model.pb after every other file, the version's marker of completeness.
+    In upload order: each version's marker (saved_model.pb, model.pt) after every other file, its sign of completeness.
     """
     if not model_dir.is_dir():
         raise FileNotFoundError(f"no model export directory at {model_dir}")
-    root = model_dir.parent if (model_dir / _SAVED_MODEL_FILE).is_file() else model_dir
-    files = sorted((p for p in model_dir.rglob("*") if p.is_file()), key=lambda p: (p.name == _SAVED_MODEL_FILE, p))
+    root = model_dir.parent if any((model_dir / marker).is_file() for marker in _MARKERS) else model_dir
+    files = sorted((p for p in model_dir.rglob("*") if p.is_file()), key=lambda p: (p.name in _MARKERS, p))
     return [Upload(path, f"{model_uri.rstrip('/')}/{path.relative_to(root).as_posix()}") for path in files]
 
 

@@ -25,7 +25,13 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from mnistkit.model_export.model import NUM_CLASSES, NUM_PIXELS
 from mnistkit.pipeline.inference.handler import predict_rows
-from mnistkit.pipeline.inference.runtimes import Runtime, RuntimeOptions, load_runtime
+from mnistkit.pipeline.inference.runtimes import (
+    Runtime,
+    RuntimeOptions,
+    RuntimeUnavailable,
+    choose_runtime,
+    load_runtime,
+)
 from mnistkit.pipeline.inference.savedmodel import ModelError, local_copy, resolve_model, validate_model
 from mnistkit.pipeline.rows import ScoredBatch, StreamBatch
 
@@ -45,7 +51,8 @@ class LatestModel:
     breaks the serving contract, or answers a canary batch with non-finite or malformed output is
     logged and not swapped in: the current model keeps serving, and the version is tried again
     later (after `retry_seconds`, doubling up to an hour), since a version still being uploaded
-    looks the same as a broken one until it is complete.
+    looks the same as a broken one until it is complete. A version the chosen runtime cannot
+    serve (a PyTorch export under `--runtime tensorflow`) is skipped for good, with one warning.
     """
 
     def __init__(
@@ -90,9 +97,14 @@ class LatestModel:
         if time.monotonic() < retry_at:
             return
         try:
-            validate_model(newest)
+            choose_runtime(self._runtime, validate_model(newest).metadata["framework"])
             model = load_runtime(local_copy(newest), self._runtime)
             canary_problem(model)
+        except RuntimeUnavailable as exc:
+            # Not a version still uploading: this runtime will never serve it.
+            self._retry_at[newest] = (float("inf"), 0.0)
+            _LOGGER.warning("Skipping model version %s (keeping %s): %s", newest, self._version_uri, exc)
+            return
         except Exception as exc:  # ModelError, or TensorFlow's zoo of types for unreadable SavedModels
             backoff = min(backoff * 2, 3600.0)
             self._retry_at[newest] = (time.monotonic() + backoff, backoff)

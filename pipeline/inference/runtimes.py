@@ -5,16 +5,19 @@ with `load_runtime(version_dir, options)` and call `runtime.predict(keys, images
 runs is decided from the export's model.json `framework` and the user's `--runtime`:
 
 - `tensorflow`: the SavedModel's serving signature (savedmodel.ServingModel), on CUDA when a GPU
-  is visible. The reference, and the only runtime that uses a GPU.
-- `openvino`: OpenVINO reads the same SavedModel with its own frontend, so the CPU path never
-  imports TensorFlow (2.3 s of start-up and ~1 s of teardown per process), and on the 2-core
-  Zen 4 box it ran 2.1-3.5x faster per row than TensorFlow with two callers (docs/BENCHMARKS.md).
-- `auto`: TensorFlow when a CUDA GPU is visible, else the first installed CPU runtime that serves
-  the model's framework, in registration order (OpenVINO, then TensorFlow).
+  is visible. The reference for TensorFlow exports.
+- `pytorch`: a PyTorch export's TorchScript program (model.pt), on CUDA when a GPU is visible
+  and the installed torch is a CUDA build. The reference for PyTorch exports.
+- `openvino`: OpenVINO reads either export as IR converted by its own frontends (written at
+  export time, else converted once into a cache), so the CPU path imports neither TensorFlow
+  (2.3 s of start-up and ~1 s of teardown per process) nor PyTorch; on the 2-core Zen 4 box it
+  ran 2.1-3.5x faster per row than TensorFlow with two callers (docs/BENCHMARKS.md).
+- `auto`: the GPU runtime of the model's framework when a CUDA GPU is visible, else the first
+  installed CPU runtime that serves the model's framework, in registration order (OpenVINO,
+  then TensorFlow or PyTorch).
 
-Another framework's exports (PyTorch, say) plug in as one more `RuntimeEntry` naming the
-framework it serves: `register_runtime(RuntimeEntry("pytorch", frozenset({"pytorch"}), "torch",
-("f32",), gpu=True, load=...))` plus its name in choices.INFERENCE_RUNTIMES.
+Another framework's exports plug in as one more `RuntimeEntry` naming the frameworks it serves
+(`register_runtime`), plus its name in choices.INFERENCE_RUNTIMES.
 
 Precision: `bf16` is opt-in and OpenVINO-only, refused where the CPU has no native bf16
 (emulated bf16 is slower than f32). A bf16 runtime also compiles the f32 model and, on its first
@@ -44,6 +47,7 @@ from mnistkit.model_export.export import (
     convert_to_openvino,
 )
 from mnistkit.model_export.runtime import import_openvino
+from mnistkit.model_export.torch_export import PROGRAM_FILE, convert_program_to_openvino
 from mnistkit.pipeline import accounting
 from mnistkit.pipeline.choices import PRECISIONS
 from mnistkit.pipeline.runners import Runner
@@ -57,12 +61,14 @@ __all__ = [
     "check_runtime",
     "choose_runtime",
     "configure_tf_threads",
+    "configure_torch_threads",
     "has_cuda_gpu",
     "load_runtime",
     "model_framework",
     "openvino_ir",
     "register_runtime",
     "runtime_options",
+    "TorchRuntime",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -173,7 +179,7 @@ def choose_runtime(options: RuntimeOptions, framework: str = DEFAULT_FRAMEWORK) 
         if not (gpu or serving):
             raise RuntimeUnavailable(
                 f"no installed runtime serves {framework} models at {options.precision}; install the kit's `cpu` "
-                "extra (pip install 'mnist-dataflow-kit[cpu]') or its `gpu` extra"
+                "extra (pip install 'mnist-dataflow-kit[cpu]'), its `gpu` extra, or (PyTorch exports) its `torch` one"
             )
         entry = (gpu or serving)[0]
     else:
@@ -209,6 +215,8 @@ def check_runtime(options: RuntimeOptions, framework: str, here: bool) -> str:
         raise RuntimeUnavailable(f"unknown runtime {options.name!r} or precision {options.precision!r}")
     if options.precision == "bf16" and options.name not in ("auto", "openvino"):
         raise RuntimeUnavailable(f"--precision bf16 needs --runtime openvino (or auto), not {options.name}")
+    if options.name != "auto" and framework not in _REGISTRY[options.name].frameworks:
+        raise RuntimeUnavailable(f"runtime {options.name} cannot serve a {framework} export; use --runtime auto")
     return options.name
 
 
@@ -253,31 +261,37 @@ def _load_tensorflow(version_dir: str, options: RuntimeOptions) -> Runtime:
 _CACHE_DIR = Path(os.environ.get("MNISTKIT_CACHE_DIR", Path.home() / ".cache" / "mnistkit")) / "openvino"
 
 
-def _saved_model_digest(version_dir: str) -> str:
-    """A content hash of the SavedModel (graph + variables): a re-export never meets a stale IR."""
+def _export_digest(version_dir: str) -> str:
+    """A content hash of the exported program (SavedModel graph + variables, or model.pt): a
+    re-export never meets a stale IR."""
     digest = hashlib.sha256()
     root = Path(version_dir)
-    for path in [root / "saved_model.pb", *sorted((root / "variables").glob("*"))]:
+    for path in [root / "saved_model.pb", *sorted((root / "variables").glob("*")), root / PROGRAM_FILE]:
         if path.is_file():
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:24]
 
 
-def openvino_ir(version_dir: str, cache_dir: Path = _CACHE_DIR) -> Path:
-    """The OpenVINO IR (model.xml + .bin) of a SavedModel: the one `mnistkit export` wrote beside
-    it, else one converted once into `cache_dir` (keyed by content) and reused.
+# How each framework's export becomes IR, where the export did not write one.
+_CONVERTERS = {DEFAULT_FRAMEWORK: convert_to_openvino, "pytorch": convert_program_to_openvino}
 
-    Converting costs ~0.4 s and, in the process that did it, ~4 s more at exit; reading an IR
-    ~10 ms. Concurrent workers convert into private names and rename, so none reads half a file.
+
+def openvino_ir(version_dir: str, cache_dir: Path = _CACHE_DIR) -> Path:
+    """The OpenVINO IR (model.xml + .bin) of an export: the one `mnistkit export` wrote beside it,
+    else one converted once into `cache_dir` (keyed by content) and reused.
+
+    Converting a SavedModel costs ~0.4 s and, in the process that did it, ~4 s more at exit;
+    reading an IR ~10 ms. A PyTorch export converts only where torch is installed. Concurrent
+    workers convert into private names and rename, so none reads half a file.
     """
     exported = Path(version_dir) / OPENVINO_IR
     if exported.is_file():
         return exported
-    target = cache_dir / _saved_model_digest(version_dir) / "model.xml"
+    target = cache_dir / _export_digest(version_dir) / "model.xml"
     if not target.is_file():
         staging = cache_dir / f".convert-{os.getpid()}-{threading.get_ident()}"
-        convert_to_openvino(version_dir, staging / "model.xml")
+        _CONVERTERS[model_framework(version_dir)](version_dir, staging / "model.xml")
         target.parent.mkdir(parents=True, exist_ok=True)
         (staging / "model.bin").replace(target.with_suffix(".bin"))
         (staging / "model.xml").replace(target)
@@ -358,9 +372,62 @@ class OpenVINORuntime:
         return probabilities, classes
 
 
+# --- PyTorch ---------------------------------------------------------------------------------
+
+
+def configure_torch_threads(intra_op: int, inter_op: int) -> None:
+    """Size PyTorch's thread pools for this process (0 keeps a default); the inter-op pool only until it has run."""
+    import torch
+
+    if intra_op:
+        torch.set_num_threads(intra_op)
+    if inter_op:
+        try:
+            torch.set_num_interop_threads(inter_op)
+        except RuntimeError:
+            # Fixed once PyTorch has run parallel work in this process (an earlier model in the
+            # in-process runner); harmless, as configure_tf_threads's case is.
+            _LOGGER.debug("PyTorch's inter-op pool already started; keeping it")
+
+
+class TorchRuntime:
+    """A PyTorch export's TorchScript program, on CUDA where a GPU is visible and torch has CUDA.
+
+    TorchScript programs are safe to call from several threads at once; inference_mode keeps
+    autograd out of every call.
+    """
+
+    name = "pytorch"
+    precision = "f32"
+
+    def __init__(self, version_dir: str, options: RuntimeOptions) -> None:
+        import torch
+
+        configure_torch_threads(options.intra_op_threads, options.inter_op_threads)
+        self._device = torch.device("cuda" if has_cuda_gpu() and torch.cuda.is_available() else "cpu")
+        self._program = torch.jit.load(str(Path(version_dir) / PROGRAM_FILE), map_location=self._device).eval()
+        self._torch = torch
+
+    @property
+    def device(self) -> str:
+        return self._device.type
+
+    def predict(self, keys: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        torch = self._torch
+        with torch.inference_mode():
+            outputs = self._program(
+                torch.from_numpy(np.ascontiguousarray(keys, np.int64)).to(self._device),
+                torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(self._device),
+            )
+            return outputs["probabilities"].cpu().numpy(), outputs["class"].cpu().numpy()
+
+
 register_runtime(
-    RuntimeEntry("openvino", frozenset({"tensorflow"}), "openvino", PRECISIONS, gpu=False, load=OpenVINORuntime)
+    RuntimeEntry(
+        "openvino", frozenset({"tensorflow", "pytorch"}), "openvino", PRECISIONS, gpu=False, load=OpenVINORuntime
+    )
 )
 register_runtime(
     RuntimeEntry("tensorflow", frozenset({"tensorflow"}), "tensorflow", ("f32",), gpu=True, load=_load_tensorflow)
 )
+register_runtime(RuntimeEntry("pytorch", frozenset({"pytorch"}), "torch", ("f32",), gpu=True, load=TorchRuntime))

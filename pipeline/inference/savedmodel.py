@@ -4,9 +4,13 @@ Everything goes through Beam's FileSystems, never TensorFlow's own gs:// support
 storage emulators and may be missing from a TensorFlow build, while FileSystems works the same
 for local paths, gs:// and whatever filesystem a later runner brings.
 
-The pre-flight check reads the signature from saved_model.pb with TensorBoard's copies of the
-TensorFlow protos, without importing TensorFlow: that import costs ~3 s of CPU, and TensorFlow
-must not start in the launching process before the pipeline has sized its thread pools.
+A version is a folder holding its framework's marker file (export.VERSION_MARKERS: saved_model.pb
+or a PyTorch export's model.pt); an export dir's newest version wins whatever its framework.
+
+The pre-flight check reads a SavedModel's signature from saved_model.pb with TensorBoard's copies
+of the TensorFlow protos, without importing TensorFlow: that import costs ~3 s of CPU, and
+TensorFlow must not start in the launching process before the pipeline has sized its thread
+pools. A PyTorch export's is read from its model.json, so neither is PyTorch imported there.
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from mnistkit.model_export.export import MODEL_JSON, SIGNATURE_INPUTS, SIGNATURE_NAME, SIGNATURE_OUTPUTS, newest_version
+from mnistkit.model_export.export import (
+    DEFAULT_FRAMEWORK,
+    MODEL_JSON,
+    SIGNATURE_INPUTS,
+    SIGNATURE_NAME,
+    SIGNATURE_OUTPUTS,
+    VERSION_MARKERS,
+    newest_version,
+)
 
 __all__ = [
     "ModelError",
@@ -58,21 +70,33 @@ class ModelInfo:
 def resolve_model(uri: str) -> str:
     """The version directory to serve for `uri`.
 
-    `uri` may be a version directory, its saved_model.pb (what WatchFilePattern reports), or an
-    export base directory, whose newest numeric version wins.
+    `uri` may be a version directory, its marker file (saved_model.pb, model.pt: what
+    WatchFilePattern reports), or an export base directory, whose newest numeric version of any
+    framework wins.
     """
     uri = uri.rstrip("/")
-    if os.path.basename(uri) == _SAVED_MODEL_FILE:
+    if os.path.basename(uri) in VERSION_MARKERS.values():
         uri = os.path.dirname(uri)
-    if _exists(FileSystems.join(uri, _SAVED_MODEL_FILE)):
+    if any(_exists(FileSystems.join(uri, marker)) for marker in VERSION_MARKERS.values()):
         return uri
-    newest = newest_version(os.path.dirname(m.path) for m in _match(FileSystems.join(uri, "*", _SAVED_MODEL_FILE)))
+    newest = newest_version(
+        os.path.dirname(m.path)
+        for marker in VERSION_MARKERS.values()
+        for m in _match(FileSystems.join(uri, "*", marker))
+    )
     if newest is None:
+        markers = " or ".join(VERSION_MARKERS.values())
         raise ModelError(
-            f"No exported model at {uri}: expected {uri}/{_SAVED_MODEL_FILE} (a version directory) or "
-            f"{uri}/<version>/{_SAVED_MODEL_FILE} (an export directory). Create one with `mnistkit export`."
+            f"No exported model at {uri}: expected {uri}/<{markers}> (a version directory) or "
+            f"{uri}/<version>/<{markers}> (an export directory). Create one with `mnistkit export` or "
+            "`mnistkit export --from-pytorch`."
         )
     return newest
+
+
+def _framework(version_uri: str) -> str:
+    """The framework of a resolved version: the first marker it holds."""
+    return next(fw for fw, marker in VERSION_MARKERS.items() if _exists(FileSystems.join(version_uri, marker)))
 
 
 def _exists(path: str) -> bool:
@@ -299,14 +323,36 @@ def _spec_problems(kind: str, specs: dict, expected: dict[str, tuple[str, list]]
 def validate_model(uri: str) -> ModelInfo:
     """Resolve the model at `uri` and check its serving signature, or raise one ModelError saying what is wrong."""
     version_uri = resolve_model(uri)
-    inputs, outputs = read_signature(version_uri)
+    metadata = _metadata(version_uri)
+    framework = _framework(version_uri)
+    if framework == DEFAULT_FRAMEWORK:
+        inputs, outputs = read_signature(version_uri)
+        fix = "Re-export it with `mnistkit export`."
+    else:
+        inputs, outputs = _declared_signature(version_uri, metadata, framework)
+        fix = "Re-export it with `mnistkit export --from-pytorch`."
     problems = _spec_problems("input", inputs, SIGNATURE_INPUTS) + _spec_problems("output", outputs, SIGNATURE_OUTPUTS)
     if problems:
+        raise ModelError(f"Model {version_uri} does not match the serving contract: {'; '.join(problems)}. {fix}")
+    return ModelInfo(version_uri, os.path.basename(version_uri), {**metadata, "framework": framework})
+
+
+def _declared_signature(version_uri: str, metadata: dict[str, Any], framework: str) -> tuple[dict, dict]:
+    """The inputs and outputs a non-TensorFlow export declares in its model.json, name → (dtype, shape)."""
+    declared = metadata.get("framework")
+    if declared != framework:
         raise ModelError(
-            f"Model {version_uri} does not match the serving contract: {'; '.join(problems)}. "
-            "Re-export it with `mnistkit export`."
+            f"Model {version_uri} holds {VERSION_MARKERS[framework]} but its {MODEL_JSON} says framework "
+            f"{declared!r}, not {framework!r}; export it again."
         )
-    return ModelInfo(version_uri, os.path.basename(version_uri), _metadata(version_uri))
+    signature = metadata.get("signature")
+    try:
+        return tuple(
+            {name: (spec["dtype"], spec["shape"]) for name, spec in signature[part].items()}
+            for part in ("inputs", "outputs")
+        )
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ModelError(f"Model {version_uri}: {MODEL_JSON} has no readable signature ({exc!r}).") from exc
 
 
 def _metadata(version_uri: str) -> dict[str, Any]:

@@ -53,12 +53,15 @@ def test_the_backend_follows_the_docker_engine(cloud_env, tmp_path, monkeypatch,
     assert plan_image_build(load_config(), context=tmp_path).backend == backend
 
 
-@pytest.mark.parametrize("digest", [DIGEST, None])
-def test_cloud_build_command(cloud_env, tmp_path, digest):
+_FRAMEWORK_ARGS = {"tensorflow": {"_TF_VERSION"}, "pytorch": {"_TORCH_VERSION", "_TORCH_CUDA"}}
+
+
+@pytest.mark.parametrize(("digest", "framework"), [(DIGEST, "tensorflow"), (None, "tensorflow"), (DIGEST, "pytorch")])
+def test_cloud_build_command(cloud_env, tmp_path, digest, framework):
     tmp_path = tmp_path / "context"
     tmp_path.mkdir()
     config = _config(worker_base_digest=digest) if digest else load_config()
-    build = plan_image_build(config, tag="v2", backend="cloud-build", context=tmp_path)
+    build = plan_image_build(config, tag="v2", backend="cloud-build", context=tmp_path, framework=framework)
     assert build.backend == "cloud-build" and build.image == WORKER_IMAGE.replace(":v1", ":v2")
     assert build.base_digest == digest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Dockerfile", "cloudbuild.yaml", "pyproject.toml"]
@@ -69,10 +72,22 @@ def test_cloud_build_command(cloud_env, tmp_path, digest):
         "_IMAGE": build.image,
         "_PYTHON_VERSION": f"{sys.version_info.major}.{sys.version_info.minor}",
         "_BEAM_VERSION": apache_beam.__version__,
-        "_TF_VERSION": launcher_versions()["TF_VERSION"],
+        **{
+            f"_{name}": value
+            for name, value in launcher_versions(framework).items()
+            if f"_{name}" in _FRAMEWORK_ARGS[framework]
+        },
         "_BEAM_BASE_DIGEST": digest or BASE_DIGEST_PLACEHOLDER,
         "_SERVICE_ACCOUNT": CLOUDBUILD_SA,
     }
+    if framework == "pytorch":
+        # The launcher's torch without its +cpu label: the image installs that version's CUDA build.
+        assert (
+            substitutions["_TORCH_VERSION"] == torch_version().split("+")[0]
+            and "+" not in substitutions["_TORCH_VERSION"]
+        )
+        assert "download.pytorch.org/whl/${TORCH_CUDA}" in (tmp_path / "Dockerfile").read_text()
+        assert "tensorflow[and-cuda]" not in (tmp_path / "Dockerfile").read_text()
     assert _flag(command, "--project") == PROJECT and _flag(command, "--region") == "us-central1"
     # The kit's builder account, and the one folder it may read the context from.
     assert _flag(command, "--service-account") == f"projects/{PROJECT}/serviceAccounts/{CLOUDBUILD_SA}"
@@ -86,7 +101,7 @@ def test_cloud_build_command(cloud_env, tmp_path, digest):
     build_args = dict(
         a.removeprefix("--build-arg=").split("=", 1) for a in recipe["steps"][0]["args"] if a.startswith("--build-arg")
     )
-    assert set(build_args) == set(_dockerfile_args())
+    assert set(build_args) == set(_dockerfile_args(tmp_path / "Dockerfile"))
     assert {f"_{name}" for name in build_args} == set(substitutions) - {"_IMAGE", "_SERVICE_ACCOUNT"}
     assert all(value == f"${{_{name}}}" for name, value in build_args.items())
 
@@ -96,8 +111,14 @@ def _flag(command: list[str], name: str) -> str:
     return value
 
 
-def _dockerfile_args() -> list[str]:
-    return re.findall(r"^ARG (\w+)", (WORKER_DIR / "Dockerfile").read_text(), re.MULTILINE)
+def _dockerfile_args(dockerfile: Path = WORKER_DIR / "Dockerfile") -> list[str]:
+    return re.findall(r"^ARG (\w+)", dockerfile.read_text(), re.MULTILINE)
+
+
+def torch_version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("torch")
 
 
 def test_local_docker_commands(cloud_env, tmp_path):
@@ -185,6 +206,14 @@ def test_image_build_cli_dry_run(cloud_env):
     assert "worker_base_digest is not set: a real build refuses to run" in result.output
     context = result.output.split("$ gcloud builds submit ", 1)[1].split()[0]
     assert not Path(context).exists()  # a dry run leaves nothing behind
+
+
+def test_image_build_cli_dry_run_for_the_pytorch_image(cloud_env):
+    args = ["image", "build", "--dry-run", "--tag", "dev", "--backend", "docker", "--framework", "pytorch"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert f"--build-arg=TORCH_VERSION={torch_version().split('+')[0]}" in result.output
+    assert "--build-arg=TORCH_CUDA=cu" in result.output and "TF_VERSION" not in result.output
 
 
 @pytest.mark.parametrize("missing", ["worker_image", "project_id"])

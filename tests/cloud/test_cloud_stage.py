@@ -90,6 +90,16 @@ def test_saved_model_pb_is_planned_after_every_other_file(two_versions):
     assert names[first_pb:] == ["saved_model.pb", "saved_model.pb"] and "variables.index" in names
 
 
+def test_a_pytorch_version_uploads_its_program_last_and_keeps_its_version(tmp_path):
+    """model.pt is a PyTorch version's marker (export.VERSION_MARKERS): written last, as saved_model.pb is."""
+    version = tmp_path / "export" / "1700000000"
+    (version / "openvino").mkdir(parents=True)
+    for name in ("model.pt", "state_dict.pt", "model.json", "openvino/model.xml", "openvino/model.bin"):
+        (version / name).write_bytes(b"x")
+    uploads = [u.uri for u in plan_model_upload(version, "gs://b/m")]
+    assert uploads[-1] == "gs://b/m/1700000000/model.pt" and len(uploads) == 5
+
+
 class _ConnectionLost(Exception):
     pass
 

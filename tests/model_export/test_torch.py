@@ -17,7 +17,7 @@ from torch import nn
 
 from mnistkit.cli.main import cli
 from mnistkit.model_export.datasets import load_dataset
-from mnistkit.model_export.export import MODEL_JSON, write_version
+from mnistkit.model_export.export import MODEL_JSON, OPENVINO_IR, write_version
 from mnistkit.model_export.model import to_model_input
 from mnistkit.model_export.torch_export import (
     PROGRAM_FILE,
@@ -146,7 +146,9 @@ def test_recipe_state_dict_exports_and_the_program_matches_its_own_class(tmp_pat
     model, pth = recipe_pth
     version = export_state_dict(pth, "mlp", tmp_path / "models", {"dataset": "fashion-mnist"})
     assert version.parent == tmp_path / "models" and version.name.isdigit()
-    assert sorted(p.name for p in version.iterdir()) == sorted([MODEL_JSON, PROGRAM_FILE, STATE_DICT_FILE])
+    # openvino/: the program as OpenVINO IR, for CPU workers without PyTorch (openvino is in the test setup).
+    assert sorted(p.name for p in version.iterdir()) == sorted([MODEL_JSON, PROGRAM_FILE, STATE_DICT_FILE, "openvino"])
+    assert (version / OPENVINO_IR).is_file() and (version / OPENVINO_IR).with_suffix(".bin").is_file()
     assert not [p for p in version.parent.iterdir() if p.name.startswith(".")]
 
     images, _ = fashion_test

@@ -102,10 +102,22 @@ def test_auto_prefers_tensorflow_on_gpus_and_openvino_on_cpus(monkeypatch):
 
 
 def test_a_runtime_serves_only_the_frameworks_it_names():
-    with pytest.raises(RuntimeUnavailable, match="no installed runtime serves pytorch"):
-        choose_runtime(RuntimeOptions(), framework="pytorch")
-    with pytest.raises(RuntimeUnavailable, match="cannot serve a pytorch export"):
-        choose_runtime(RuntimeOptions("openvino"), framework="pytorch")
+    with pytest.raises(RuntimeUnavailable, match="no installed runtime serves jax"):
+        choose_runtime(RuntimeOptions(), framework="jax")
+    with pytest.raises(RuntimeUnavailable, match="runtime tensorflow cannot serve a pytorch export"):
+        choose_runtime(RuntimeOptions("tensorflow"), framework="pytorch")
+    with pytest.raises(RuntimeUnavailable, match="runtime pytorch cannot serve a tensorflow export"):
+        choose_runtime(RuntimeOptions("pytorch"), framework="tensorflow")
+    # Remote runs (Dataflow) get the same refusal before they start.
+    with pytest.raises(RuntimeUnavailable, match="runtime tensorflow cannot serve a pytorch export"):
+        runtimes.check_runtime(RuntimeOptions("tensorflow"), "pytorch", here=False)
+
+
+def test_auto_serves_pytorch_exports_on_openvino_on_cpus_and_on_pytorch_on_gpus(monkeypatch):
+    monkeypatch.setattr(runtimes, "has_cuda_gpu", lambda: False)
+    assert choose_runtime(RuntimeOptions(), framework="pytorch").name == "openvino"
+    monkeypatch.setattr(runtimes, "has_cuda_gpu", lambda: True)
+    assert choose_runtime(RuntimeOptions(), framework="pytorch").name == "pytorch"
     with pytest.raises(RuntimeUnavailable, match="unknown runtime 'onnx'"):
         choose_runtime(RuntimeOptions("onnx"))
 
