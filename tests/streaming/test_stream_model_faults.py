@@ -12,7 +12,6 @@ import pytest
 from test_stream_model import add_version, first_version
 
 from mnistkit.pipeline.inference.hot_swap import LatestModel, canary_problem
-from mnistkit.pipeline.inference.runtimes import RuntimeOptions
 from mnistkit.pipeline.inference.savedmodel import ModelError
 
 
@@ -40,8 +39,7 @@ def save_nan_model(path: Path) -> None:
 
 
 def test_an_incomplete_version_is_retried_and_served_once_complete(export_dir, caplog):
-    # TensorFlow: it reads variables/ (OpenVINO serves the IR written beside them and would not notice).
-    model = LatestModel(str(export_dir), check_seconds=0, runtime=RuntimeOptions("tensorflow"), retry_seconds=0.4)
+    model = LatestModel(str(export_dir), check_seconds=0, retry_seconds=0.4)
     v1 = first_version(export_dir)
     new = add_version(export_dir, v1 + 1)
     # saved_model.pb landed, its weights not yet: variables/ and the OpenVINO IR export wrote beside.
