@@ -11,6 +11,7 @@ coverage pass (`-x`, so the first failure kills it), with mutmut's per-mutant ti
     python benchmarks/mutation.py                  # every mutant of every module (make mutation)
     python benchmarks/mutation.py --sample 40      # at most 40 mutants per module, drawn uniformly
     python benchmarks/mutation.py --module pipeline/rows.py
+    python benchmarks/mutation.py --previous work/mutation-before/summary.json   # re-run what survived
 
 Writes work/mutation/summary.json (counts per module, every survivor with its diff) and prints the
 table docs/RELIABILITY.md carries.
@@ -161,6 +162,7 @@ def summarize(work: Path, statuses: dict[str, str], modules: list[str], seconds:
         "modules": table,
         "total": total,
         "survivors": survivors,
+        "statuses": dict(sorted(statuses.items())),
     }
 
 
@@ -169,7 +171,8 @@ def markdown(summary: dict) -> str:
     rows = [*summary["modules"].items(), ("**all**", summary["total"])]
     for module, row in rows:
         rate = "–" if row["kill_rate"] is None else f"{row['kill_rate']:.1%}"
-        lines.append(f"| {module} | {row['mutants']} | {row['killed']} | {row['survived']} | {row['timeout']} | {rate} |")
+        counts = " | ".join(str(row[k]) for k in ("mutants", "killed", "survived", "timeout"))
+        lines.append(f"| {module} | {counts} | {rate} |")
     return "\n".join(lines)
 
 
@@ -180,6 +183,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--work-dir", type=Path, default=REPO / "work" / "mutation")
+    parser.add_argument(
+        "--previous",
+        type=Path,
+        help="a summary.json of an earlier run: its killed mutants stay killed (tests were only added since), "
+        "the others run again",
+    )
     options = parser.parse_args()
     modules = options.module or list(MODULES)
     tests = sorted({t for m in modules for t in MODULES[m]} | set(EXTRA_TESTS))
@@ -191,8 +200,16 @@ def main() -> None:
         # Generates the mutants and the coverage map, then stops: no mutant has this name.
         mutmut(options.work_dir, "run", "--max-children", "1", "none-of-the-mutants", capture=True, check=False)
         names = sample(list(results(options.work_dir)), options.sample, options.seed)
+    kept: dict[str, str] = {}
+    if options.previous:
+        before = json.loads(options.previous.read_text())["statuses"]
+        kept = {n: s for n, s in before.items() if s in ("killed", "timeout") and module_of(n) in modules}
+        names = sorted(n for n, s in before.items() if n not in kept and s != "not checked" and module_of(n) in modules)
     mutmut(options.work_dir, "run", "--max-children", str(options.max_children), *names)
-    summary = summarize(options.work_dir, results(options.work_dir), modules, time.monotonic() - started)
+    statuses = results(options.work_dir)
+    if options.previous:
+        statuses = {n: s for n, s in statuses.items() if n in names} | kept
+    summary = summarize(options.work_dir, statuses, modules, time.monotonic() - started)
     summary["sample_per_module"] = options.sample
     (options.work_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     print(markdown(summary))

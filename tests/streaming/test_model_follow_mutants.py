@@ -22,6 +22,12 @@ from mnistkit.pipeline.inference.savedmodel import ModelError, ServingModel
 from mnistkit.pipeline.rows import ParsedBatch, StreamBatch
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch) -> None:
+    """Model copies go to this test's own cache, not the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> dict[str, Path]:
     """One saved model of every variant, saved once and copied in as versions."""
