@@ -205,10 +205,15 @@ def test_a_manifest_that_is_not_an_object_does_not_match(tmp_path):
     assert not savedmodel._matches_manifest(str(tmp_path))
 
 
-def test_the_batch_handler_loads_the_newest_version_and_follows_updates(export_dir, tiny, tmp_path):
+def test_the_batch_handler_loads_the_newest_version_and_follows_updates(export_dir, tiny, tmp_path, monkeypatch):
+    sized = []
+    monkeypatch.setattr(handler_module, "configure_tf_threads", lambda *pools: sized.append(pools))
     handler = SavedModelHandler(str(export_dir), max_batch_size=2)
     assert handler.get_metrics_namespace() == "mnistkit_RunInference"
     model = handler.load_model()
+    assert sized == [(0, 0)]  # TensorFlow's own pool sizes unless asked
+    SavedModelHandler(str(export_dir), intra_op_threads=3, inter_op_threads=2).load_model()
+    assert sized[-1] == (3, 2)
     probabilities, classes = model(np.array([1]), np.eye(1, 784, 4, dtype=np.float32))
     assert classes.tolist() == [4] and probabilities.shape == (1, 10)
     handler.update_model_path(None)
@@ -220,25 +225,32 @@ def test_the_batch_handler_loads_the_newest_version_and_follows_updates(export_d
     assert handler.load_model()(np.array([1]), np.eye(1, 784, 2, dtype=np.float32))[1].tolist() == [2]
 
 
-def test_the_batch_handler_answers_each_part_with_its_own_rows_and_failures(tiny):
+def test_the_batch_handler_answers_each_part_with_its_own_rows_and_failures(tiny, caplog):
     handler = SavedModelHandler(str(tiny), max_batch_size=2)
     model = handler.load_model()
 
-    def refusing_key_4(keys, images):
-        if 4 in keys.tolist():
-            raise ValueError("key 4")
+    def refusing_key_3(keys, images):
+        if 3 in keys.tolist():
+            raise ValueError("key 3")
         return model(keys, images)
 
     parts = [
         ParsedBatch(np.arange(3), np.eye(3, 784, dtype=np.float32), ["a"] * 3),
         ParsedBatch(np.arange(3, 6), np.eye(3, 784, 3, dtype=np.float32), ["b"] * 3),
     ]
-    first, second = handler.run_inference(parts, refusing_key_4)
+    with caplog.at_level(logging.WARNING):
+        first, second = handler.run_inference(parts, refusing_key_3)
+    # Calls of 2 rows: [0, 1], then [2, 3] fails and is retried row by row, then [4, 5].
+    assert "Model call on 2 rows failed (key 3); retrying row by row" in caplog.text
     assert first.keys.tolist() == [0, 1, 2] and first.classes.tolist() == [0, 1, 2] and first.failures == []
-    assert second.keys.tolist() == [3, 5] and second.classes.tolist() == [3, 5]
-    assert second.probabilities.shape == (2, 10)
+    assert second.keys.tolist() == [4, 5] and second.classes.tolist() == [4, 5]
+    assert second.probabilities.shape == (2, 10) and second.probabilities.dtype == np.float32
     (failure,) = second.failures
-    assert failure.reason == Reason.INFERENCE_ERROR and failure.source == "b" and "ValueError: key 4" in failure.detail
+    assert failure.reason == Reason.INFERENCE_ERROR and failure.source == "b" and "ValueError: key 3" in failure.detail
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        (whole,) = handler.run_inference(parts[:1], model)
+    assert whole.classes.tolist() == [0, 1, 2] and "retrying" not in caplog.text
     assert handler.get_num_bytes(parts) == sum(p.images.nbytes + p.keys.nbytes for p in parts)
 
 
