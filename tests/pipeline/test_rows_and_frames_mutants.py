@@ -15,7 +15,7 @@ import pytest
 
 from mnistkit.pipeline.io import files, parsing
 from mnistkit.pipeline.io.formats import encode_jsonl, encode_text
-from mnistkit.pipeline.rows import DeadLetter, PredictionBatch, Reason
+from mnistkit.pipeline.rows import DeadLetter, Reason
 
 
 def test_a_dead_letter_is_one_json_object_with_its_four_fields():
