@@ -144,7 +144,9 @@ def summarize(work: Path, statuses: dict[str, str], modules: list[str], seconds:
             "killed": counts["killed"],
             "survived": counts["survived"],
             "timeout": counts["timeout"],
-            "other": {k: v for k, v in counts.items() if k not in ("killed", "survived", "timeout")},
+            # No fast test reached the mutated function: a survivor too.
+            "no_tests": counts["no tests"],
+            "other": {k: v for k, v in counts.items() if k not in ("killed", "survived", "timeout", "no tests")},
             # A timeout is a detected mutant (the tests did not pass); mutmut counts it as caught too.
             "kill_rate": round((counts["killed"] + counts["timeout"]) / tried, 4) if tried else None,
         }
@@ -153,7 +155,7 @@ def summarize(work: Path, statuses: dict[str, str], modules: list[str], seconds:
         for name, status in sorted(statuses.items())
         if status in ("survived", "no tests") and module_of(name) in modules
     }
-    total = {k: sum(row[k] for row in table.values()) for k in ("mutants", "killed", "survived", "timeout")}
+    total = {k: sum(row[k] for row in table.values()) for k in ("mutants", "killed", "survived", "no_tests", "timeout")}
     total["kill_rate"] = round((total["killed"] + total["timeout"]) / total["mutants"], 4) if total["mutants"] else None
     return {
         "date": time.strftime("%Y-%m-%d"),
@@ -167,11 +169,14 @@ def summarize(work: Path, statuses: dict[str, str], modules: list[str], seconds:
 
 
 def markdown(summary: dict) -> str:
-    lines = ["| module | mutants | killed | survived | timeout | kill rate |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| module | mutants | killed | survived | no tests | timeout | kill rate |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     rows = [*summary["modules"].items(), ("**all**", summary["total"])]
     for module, row in rows:
         rate = "–" if row["kill_rate"] is None else f"{row['kill_rate']:.1%}"
-        counts = " | ".join(str(row[k]) for k in ("mutants", "killed", "survived", "timeout"))
+        counts = " | ".join(str(row[k]) for k in ("mutants", "killed", "survived", "no_tests", "timeout"))
         lines.append(f"| {module} | {counts} | {rate} |")
     return "\n".join(lines)
 
