@@ -109,6 +109,7 @@ def test_protobuf_fields_are_walked_by_tag_and_wire_type():
     assert savedmodel._fields(data, 3) == [b"c"]
     assert savedmodel._varint(bytes([0xAC, 0x02]), 0) == (300, 2)
     assert savedmodel._varint(bytes([0x7F]), 0) == (127, 1)
+    assert savedmodel._varint(bytes([0x80, 0x01]), 0) == (128, 2)  # 0x80: no payload bits, more to come
     with pytest.raises(ValueError, match="unexpected wire type 5"):
         savedmodel._fields(bytes([0x0D, 0, 0, 0, 0]), 1)
 

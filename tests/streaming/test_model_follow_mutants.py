@@ -141,7 +141,11 @@ def test_an_export_dir_that_cannot_be_listed_keeps_the_current_model(export_dir,
 
 
 @pytest.mark.parametrize(
-    ("variant", "message"), [("nan", "non-finite probabilities"), ("class_out_of_range", "a class outside 0..9")]
+    ("variant", "message"),
+    [
+        ("nan", "^canary batch: non-finite probabilities$"),
+        ("class_out_of_range", "^canary batch: a class outside 0..9$"),
+    ],
 )
 def test_the_canary_refuses_what_a_stream_could_not_emit(saved, variant, message):
     canary_problem(ServingModel(str(saved["sound"])))
@@ -180,15 +184,19 @@ def test_the_canary_batch_is_eight_rows_of_blank_full_and_random_images():
 def test_the_handler_scores_in_calls_of_at_most_max_batch_rows(export_dir, monkeypatch):
     hot_swap._LOADED.clear()
     handler = StreamModelHandler(str(export_dir), max_batch=2, check_seconds=3600)
-    assert handler.get_metrics_namespace() == "mnistkit_RunInference"
+    assert handler.get_metrics_namespace() == "mnistkit_RunInference" and handler.should_skip_batching()
     model = handler.load_model()
     sizes = []
     serving = model.current()[0]
     monkeypatch.setattr(model, "_model", lambda keys, images: sizes.append(len(keys)) or serving(keys, images))
     rows = ParsedBatch(np.arange(5), np.eye(5, 784, dtype=np.float32), ["s"] * 5)
-    (scored,) = handler.run_inference(StreamBatch(rows, np.arange(5, dtype=np.float64)), model)
+    batch = StreamBatch(rows, np.arange(5, dtype=np.float64))
+    before = time.time()
+    (scored,) = handler.run_inference(batch, model)
     assert sizes == [2, 2, 1]
-    assert scored.classes.tolist() == [0, 1, 2, 3, 4] and scored.model_version == "100"
+    assert scored.classes.tolist() == [0, 1, 2, 3, 4] and scored.model_version == "100" and scored.errors == {}
+    assert before <= scored.predicted_at <= time.time()
+    assert handler.get_num_bytes(batch) == 5 * 784 * 4 + 5 * 8
 
 
 def test_the_handler_keeps_the_check_period_it_was_given(export_dir, saved, clock):
