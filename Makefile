@@ -59,7 +59,7 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# A benchmark, not a CI step: ~40 min on 2 cores for a 50-per-module sample (docs/RELIABILITY.md).
+# A benchmark, not a CI step: ~15 min on 2 shared cores for a 50-per-module sample (docs/RELIABILITY.md).
 MUTATION_ARGS ?= --sample 50
 .PHONY: mutation
 mutation: $(STAMP) ## Mutation score of the parsing/files/rows/accounting/model modules (mutmut; MUTATION_ARGS=--sample N)
