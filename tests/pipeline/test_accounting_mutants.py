@@ -18,14 +18,16 @@ from mnistkit.pipeline.accounting import ProgressSnapshot, Summary
 
 
 class Account(beam.DoFn):
-    """Counts each element as read, then as predicted or rejected by its own say."""
+    """Counts each element as read, then as predicted (two rows) or rejected (one) by its own say."""
 
     def process(self, element):
-        accounting.count_read(1, nbytes=10)
         if element.startswith("bad"):
+            accounting.count_read(1, nbytes=10)
             accounting.count_rejected(element.split(":")[1])
         else:
-            accounting.count_predicted(1)
+            # Two rows at once: Beam's counter reads inc(None) as inc(1), so one would not tell.
+            accounting.count_read(2, nbytes=10)
+            accounting.count_predicted(2)
         yield element
 
 
@@ -41,13 +43,13 @@ def test_a_pipeline_s_counters_reconcile_into_a_summary():
     result = pipeline.run()
     result.wait_until_finish()
     counters = accounting.query_counters(result)
-    assert counters == {"rows_read": 5, "rows_predicted": 2, "rejected_parse_error": 2, "rejected_wrong_size": 1}
+    assert counters == {"rows_read": 7, "rows_predicted": 4, "rejected_parse_error": 2, "rejected_wrong_size": 1}
     assert accounting.query_counters(result, committed=False) == counters
     assert accounting.local_counters() == counters
     snapshot = accounting.progress()
-    assert (snapshot.rows, snapshot.bytes, snapshot.total_bytes) == (5, 50, 100)
+    assert (snapshot.rows, snapshot.bytes, snapshot.total_bytes) == (7, 50, 100)
     summary = Summary.from_counters(counters, input="in", output="out", model="m", format="text", wall_time_s=2.0)
-    assert summary.rows_read == 5 and summary.rows_predicted == 2
+    assert summary.rows_read == 7 and summary.rows_predicted == 4
     assert summary.rejected == {"parse_error": 2, "wrong_size": 1}
     assert summary.rows_rejected == 3 and summary.reconciled
 
