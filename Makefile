@@ -63,6 +63,13 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# A benchmark, not a CI step: ~15 min on 2 shared cores for a 50-per-module sample (docs/RELIABILITY.md).
+MUTATION_ARGS ?= --sample 50
+.PHONY: mutation
+mutation: $(STAMP) ## Mutation score of the parsing/files/rows/accounting/model modules (mutmut; MUTATION_ARGS=--sample N)
+	$(PY) -m pip install -q -e '.[mutation]'
+	MNISTKIT_SHARED=$(SHARED) $(PY) benchmarks/mutation.py $(MUTATION_ARGS)
+
 clean: ## Remove build and run outputs (keeps the venvs)
 	rm -rf $(WORK) build dist *.egg-info .pytest_cache .ruff_cache
 
