@@ -39,6 +39,7 @@ from mnistkit.model_export.export import (
 )
 
 __all__ = [
+    "copy_to_cache",
     "ModelError",
     "ModelInfo",
     "ServingModel",
@@ -77,12 +78,10 @@ def resolve_model(uri: str) -> str:
     uri = uri.rstrip("/")
     if os.path.basename(uri) in VERSION_MARKERS.values():
         uri = os.path.dirname(uri)
-    if any(_exists(FileSystems.join(uri, marker)) for marker in VERSION_MARKERS.values()):
+    if any(_exists(_join(uri, marker)) for marker in VERSION_MARKERS.values()):
         return uri
     newest = newest_version(
-        os.path.dirname(m.path)
-        for marker in VERSION_MARKERS.values()
-        for m in _match(FileSystems.join(uri, "*", marker))
+        os.path.dirname(m.path) for marker in VERSION_MARKERS.values() for m in _match(_join(uri, "*", marker))
     )
     if newest is None:
         markers = " or ".join(VERSION_MARKERS.values())
@@ -96,7 +95,14 @@ def resolve_model(uri: str) -> str:
 
 def _framework(version_uri: str) -> str:
     """The framework of a resolved version: the first marker it holds."""
-    return next(fw for fw, marker in VERSION_MARKERS.items() if _exists(FileSystems.join(version_uri, marker)))
+    return next(fw for fw, marker in VERSION_MARKERS.items() if _exists(_join(version_uri, marker)))
+
+
+def _join(uri: str, *parts: str) -> str:
+    try:
+        return FileSystems.join(uri, *parts)
+    except Exception as exc:  # Beam raises ValueError for a scheme it has no filesystem for
+        raise ModelError(f"Cannot read {uri}: {exc}") from exc
 
 
 def _exists(path: str) -> bool:
@@ -140,8 +146,14 @@ def local_copy(version_uri: str) -> str:
     renamed, so no worker sees a half copy, and one that fails (a full disk) leaves nothing behind.
     An object name that would land outside the copy (`1/../../x`, an absolute path) is refused.
     """
-    if FileSystems.get_filesystem(version_uri).scheme() == "file":
+    # Beam's local filesystem has no scheme (None); gs:// and the others are copied.
+    if FileSystems.get_filesystem(version_uri).scheme() in (None, "file"):
         return version_uri
+    return copy_to_cache(version_uri)
+
+
+def copy_to_cache(version_uri: str) -> str:
+    """The checked copy of the model at `version_uri` in the private cache (see local_copy)."""
     root = cache_root()
     objects = sorted(
         (_relative_name(version_uri, m.path), m.path, m.size_in_bytes, m.last_updated_in_seconds)
@@ -203,6 +215,8 @@ def _matches_manifest(target: str) -> bool:
     try:
         with open(os.path.join(target, _MANIFEST)) as f:
             manifest = json.load(f)
+        if not isinstance(manifest, dict):
+            return False
         for name, (size, sha256) in manifest.items():
             path = os.path.join(target, name)
             if os.path.getsize(path) != size:

@@ -19,10 +19,16 @@ import numpy as np
 import pytest
 from tiny_models import save_model
 
-from mnistkit.pipeline.inference import handler as handler_module
-from mnistkit.pipeline.inference import savedmodel
+from mnistkit.pipeline.inference import runtimes, savedmodel
 from mnistkit.pipeline.inference.handler import SavedModelHandler
-from mnistkit.pipeline.inference.savedmodel import ModelError, local_copy, resolve_model, validate_model
+from mnistkit.pipeline.inference.runtimes import RuntimeOptions
+from mnistkit.pipeline.inference.savedmodel import (
+    ModelError,
+    copy_to_cache,
+    local_copy,
+    resolve_model,
+    validate_model,
+)
 from mnistkit.pipeline.rows import ParsedBatch, Reason
 
 
@@ -61,12 +67,12 @@ def test_an_export_dir_without_versions_says_what_it_expected(tmp_path):
         resolve_model(str(tmp_path / "empty"))
     where = tmp_path / "empty"
     assert str(error.value) == (
-        f"No exported model at {where}: expected {where}/saved_model.pb (a version directory) or "
-        f"{where}/<version>/saved_model.pb (an export directory). Create one with `mnistkit export`."
+        f"No exported model at {where}: expected {where}/<saved_model.pb or model.pt> (a version directory) or "
+        f"{where}/<version>/<saved_model.pb or model.pt> (an export directory). Create one with `mnistkit export` "
+        "or `mnistkit export --from-pytorch`."
     )
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="FileSystems.join raises before _exists can wrap it")
 def test_an_unknown_scheme_is_a_model_error_not_a_crash():
     with pytest.raises(ModelError, match="nosuchscheme://x"):
         resolve_model("nosuchscheme://x")
@@ -75,14 +81,15 @@ def test_an_unknown_scheme_is_a_model_error_not_a_crash():
 def test_validation_returns_the_version_and_its_metadata(export_dir):
     (export_dir / "10" / "model.json").write_text(json.dumps({"dataset": "mnist"}))
     info = validate_model(str(export_dir))
-    assert (info.uri, info.version, info.metadata) == (str(export_dir / "10"), "10", {"dataset": "mnist"})
-    assert validate_model(str(export_dir / "9")).metadata == {}
+    expected = {"dataset": "mnist", "framework": "tensorflow"}  # the framework told by the version's marker
+    assert (info.uri, info.version, info.metadata) == (str(export_dir / "10"), "10", expected)
+    assert validate_model(str(export_dir / "9")).metadata == {"framework": "tensorflow"}
 
 
 def test_an_unreadable_model_json_is_ignored_with_a_warning(export_dir, caplog):
     (export_dir / "10" / "model.json").write_text("{not json")
     with caplog.at_level(logging.WARNING):
-        assert validate_model(str(export_dir)).metadata == {}
+        assert validate_model(str(export_dir)).metadata == {"framework": "tensorflow"}
     assert f"Ignoring unreadable {export_dir / '10' / 'model.json'}" in caplog.text
 
 
@@ -114,14 +121,13 @@ def test_protobuf_fields_are_walked_by_tag_and_wire_type():
         savedmodel._fields(bytes([0x0D, 0, 0, 0, 0]), 1)
 
 
-@pytest.mark.xfail(strict=True, reason="LocalFileSystem.scheme() is None, not 'file': local models are copied too")
 def test_a_local_version_is_served_in_place(tiny):
     assert local_copy(str(tiny)) == str(tiny)
 
 
 def test_a_copy_is_whole_checked_and_reused(tiny, tmp_path):
-    # Local versions take the copy path too (see the xfail above), which lets it run here.
-    copy = Path(local_copy(str(tiny)))
+    # The cache's copy path, run on a local version (local_copy itself serves those in place).
+    copy = Path(copy_to_cache(str(tiny)))
     assert copy.parent == tmp_path / "xdg" / "mnistkit" / "models"
     names = sorted(str(p.relative_to(tiny)) for p in tiny.rglob("*") if p.is_file())
     manifest = json.loads((copy / ".mnistkit-manifest.json").read_text())
@@ -130,9 +136,9 @@ def test_a_copy_is_whole_checked_and_reused(tiny, tmp_path):
         data = (tiny / name).read_bytes()
         assert (copy / name).read_bytes() == data and manifest[name] == [len(data), hashlib.sha256(data).hexdigest()]
     assert [p.name for p in copy.parent.iterdir()] == [copy.name]  # no staging dir left
-    assert Path(local_copy(str(tiny))) == copy
+    assert Path(copy_to_cache(str(tiny))) == copy
     (copy / "saved_model.pb").write_bytes(b"tampered")
-    assert Path(local_copy(str(tiny))) == copy
+    assert Path(copy_to_cache(str(tiny))) == copy
     assert (copy / "saved_model.pb").read_bytes() == (tiny / "saved_model.pb").read_bytes()
 
 
@@ -200,7 +206,6 @@ def test_a_copy_matches_its_manifest_only_while_every_file_is_whole(tmp_path):
     assert not savedmodel._matches_manifest(str(tmp_path))
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason="only OSError, ValueError, TypeError are caught")
 def test_a_manifest_that_is_not_an_object_does_not_match(tmp_path):
     (tmp_path / ".mnistkit-manifest.json").write_text("[1]")
     assert not savedmodel._matches_manifest(str(tmp_path))
@@ -208,14 +213,15 @@ def test_a_manifest_that_is_not_an_object_does_not_match(tmp_path):
 
 def test_the_batch_handler_loads_the_newest_version_and_follows_updates(export_dir, tiny, tmp_path, monkeypatch):
     sized = []
-    monkeypatch.setattr(handler_module, "configure_tf_threads", lambda *pools: sized.append(pools))
-    handler = SavedModelHandler(str(export_dir), max_batch_size=2)
+    monkeypatch.setattr(runtimes, "configure_tf_threads", lambda *pools: sized.append(pools))
+    tensorflow = RuntimeOptions("tensorflow")
+    handler = SavedModelHandler(str(export_dir), max_batch_size=2, runtime=tensorflow)
     assert handler.get_metrics_namespace() == "mnistkit_RunInference"
     model = handler.load_model()
     assert sized == [(0, 0)]  # TensorFlow's own pool sizes unless asked
-    SavedModelHandler(str(export_dir), intra_op_threads=3, inter_op_threads=2).load_model()
+    SavedModelHandler(str(export_dir), runtime=RuntimeOptions("tensorflow", "f32", 3, 2)).load_model()
     assert sized[-1] == (3, 2)
-    probabilities, classes = model(np.array([1]), np.eye(1, 784, 4, dtype=np.float32))
+    probabilities, classes = model.predict(np.array([1]), np.eye(1, 784, 4, dtype=np.float32))
     assert classes.tolist() == [4] and probabilities.shape == (1, 10)
     handler.update_model_path(None)
     handler.update_model_path("")
@@ -223,17 +229,22 @@ def test_the_batch_handler_loads_the_newest_version_and_follows_updates(export_d
     other = shutil.copytree(tiny, tmp_path / "other" / "3")
     handler.update_model_path(str(other))
     assert handler._model_uri == str(other)
-    assert handler.load_model()(np.array([1]), np.eye(1, 784, 2, dtype=np.float32))[1].tolist() == [2]
+    assert handler.load_model().predict(np.array([1]), np.eye(1, 784, 2, dtype=np.float32))[1].tolist() == [2]
 
 
 def test_the_batch_handler_answers_each_part_with_its_own_rows_and_failures(tiny, caplog):
     handler = SavedModelHandler(str(tiny), max_batch_size=2)
     model = handler.load_model()
 
-    def refusing_key_3(keys, images):
-        if 3 in keys.tolist():
-            raise ValueError("key 3")
-        return model(keys, images)
+    class RefusingKey3:
+        name, precision = model.name, model.precision
+
+        def predict(self, keys, images):
+            if 3 in keys.tolist():
+                raise ValueError("key 3")
+            return model.predict(keys, images)
+
+    refusing_key_3 = RefusingKey3()
 
     parts = [
         ParsedBatch(np.arange(3), np.eye(3, 784, dtype=np.float32), ["a"] * 3),
@@ -261,13 +272,13 @@ def test_thread_pools_are_sized_only_when_asked(monkeypatch):
     calls = []
     monkeypatch.setattr(tf.config.threading, "set_intra_op_parallelism_threads", lambda n: calls.append(("intra", n)))
     monkeypatch.setattr(tf.config.threading, "set_inter_op_parallelism_threads", lambda n: calls.append(("inter", n)))
-    handler_module.configure_tf_threads(0, 0)
-    handler_module.configure_tf_threads(3, 0)
-    handler_module.configure_tf_threads(0, 2)
+    runtimes.configure_tf_threads(0, 0)
+    runtimes.configure_tf_threads(3, 0)
+    runtimes.configure_tf_threads(0, 2)
     assert calls == [("intra", 3), ("inter", 2)]
 
     def running(n):
         raise RuntimeError("already initialised")
 
     monkeypatch.setattr(tf.config.threading, "set_intra_op_parallelism_threads", running)
-    handler_module.configure_tf_threads(1, 1)  # harmless once TensorFlow runs
+    runtimes.configure_tf_threads(1, 1)  # harmless once TensorFlow runs

@@ -96,7 +96,7 @@ def test_the_swapped_in_model_is_the_one_that_answers(export_dir, saved, clock, 
         serving, version = model.current()
     assert version == "101" and serving is not first
     assert f"Now serving model version {export_dir / '101'}" in caplog.text
-    probabilities, classes = serving(np.array([7]), np.eye(1, 784, 3, dtype=np.float32))
+    probabilities, classes = serving.predict(np.array([7]), np.eye(1, 784, 3, dtype=np.float32))
     assert probabilities.shape == (1, 10) and classes.tolist() == [3]
 
 
@@ -160,7 +160,7 @@ class Shaped:
         self.shapes = probabilities, classes
         self.calls = []
 
-    def __call__(self, keys, images):
+    def predict(self, keys, images):
         self.calls.append((keys, images))
         return np.full(self.shapes[0], 0.1, np.float32), np.zeros(self.shapes[1], np.int64)
 
@@ -188,7 +188,15 @@ def test_the_handler_scores_in_calls_of_at_most_max_batch_rows(export_dir, monke
     model = handler.load_model()
     sizes = []
     serving = model.current()[0]
-    monkeypatch.setattr(model, "_model", lambda keys, images: sizes.append(len(keys)) or serving(keys, images))
+
+    class Counting:
+        name, precision = serving.name, serving.precision
+
+        def predict(self, keys, images):
+            sizes.append(len(keys))
+            return serving.predict(keys, images)
+
+    monkeypatch.setattr(model, "_model", Counting())
     rows = ParsedBatch(np.arange(5), np.eye(5, 784, dtype=np.float32), ["s"] * 5)
     batch = StreamBatch(rows, np.arange(5, dtype=np.float64))
     before = time.time()
