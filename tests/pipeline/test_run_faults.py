@@ -32,13 +32,14 @@ class _FailsAfter:
         self._model = model
         self._left = limit
         self._lock = threading.Lock()
+        self.name, self.precision = model.name, model.precision
 
-    def __call__(self, keys, images):
+    def predict(self, keys, images):
         with self._lock:
             if len(keys) > self._left:
                 raise RuntimeError("CUDA error: device lost")
             self._left -= len(keys)
-        return self._model(keys, images)
+        return self._model.predict(keys, images)
 
 
 class _FailingModelHandler(SavedModelHandler):
