@@ -4,7 +4,7 @@ rewrites its file instead of adding a duplicate."""
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing import test_pipeline
 from apache_beam.transforms.window import TimestampedValue
 
 from mnistkit.pipeline.io.streams import WriteStreamFiles, write_dead_letters
@@ -24,7 +24,7 @@ def test_writing_the_same_dead_letters_twice_leaves_one_file(tmp_path):
 
 
 def test_a_replayed_dead_letter_list_in_a_pipeline_lands_in_one_file(tmp_path):
-    with TestPipeline() as p:
+    with test_pipeline.TestPipeline() as p:
         scored = p | "NoRows" >> beam.Create([])
         dead = (
             p
