@@ -167,12 +167,7 @@ def stream(
     if result.latency_ms:
         latency = result.latency_ms
         click.echo(f"Latency ms: min {latency['min']:,}, mean {latency['mean']:,}, max {latency['max']:,}")
-    echo_outputs(
-        {
-            "predictions": output if output.startswith("bq://") else output + "/predictions-*.jsonl",
-            "errors": f"{config.errors_folder}/errors-*.jsonl",
-        }
-    )
+    echo_outputs(result.summary.outputs)
 
 
 @click.command(name="simulate-stream", context_settings={"show_default": True}, epilog=_ENV)

@@ -28,7 +28,9 @@ from mnistkit.pipeline.io.watch import StopPolicy, WatchFolder, folder_pattern
 from mnistkit.pipeline.rows import DEAD_LETTERS, DeadLetter, PredictionBatch, Reason, ScoredBatch
 
 __all__ = [
+    "ERRORS_PREFIX",
     "MESSAGE_FORMAT",
+    "PREDICTIONS_PREFIX",
     "PUBSUB",
     "STREAM_PREDICTIONS_SCHEMA",
     "StreamInput",
@@ -48,6 +50,9 @@ PUBSUB = "pubsub://"
 # A Pub/Sub message holds one JSON row, {"key": int, "image": [784 numbers]}.
 MESSAGE_FORMAT = "jsonl"
 WATCH = "watch://"
+# The names of a stream's output files: PREFIX-<time>-<content id>.jsonl.
+PREDICTIONS_PREFIX = "predictions"
+ERRORS_PREFIX = "errors"
 _PUBSUB_PATH = re.compile(r"^projects/([^/]+)/(subscriptions|topics)/([^/]+)$")
 
 
@@ -187,7 +192,7 @@ def write_dead_letters(folder: str, dead: list[DeadLetter], event_time: float) -
     (the event time of the rows they came from, not the time of writing) and their content, so a
     retried bundle rewrites the same file."""
     content = _content_id(*(f"{d.source}\0{d.reason}\0{d.detail}\0{d.raw}\0".encode() for d in dead))
-    write_jsonl(folder, "errors", event_time, content, [d.to_json() for d in dead])
+    write_jsonl(folder, ERRORS_PREFIX, event_time, content, [d.to_json() for d in dead])
     for letter in dead:
         accounting.count_rejected(letter.reason)
 
@@ -222,7 +227,7 @@ class _WritePredictions(beam.DoFn):
             batch = scored.batch
             content = _content_id(batch.rows.keys.tobytes(), batch.event_times.tobytes())
             lines = [json.dumps(row) for row in rows]
-            write_jsonl(self._folder, "predictions", batch.event_times.min(), content, lines)
+            write_jsonl(self._folder, PREDICTIONS_PREFIX, batch.event_times.min(), content, lines)
             for row in rows:
                 accounting.record_latency(row[LATENCY_MS])
         if dead:

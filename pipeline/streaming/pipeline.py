@@ -39,6 +39,8 @@ from mnistkit.pipeline.inference.runtimes import RuntimeOptions, runtime_options
 from mnistkit.pipeline.io.bigquery import is_bigquery, parse_table
 from mnistkit.pipeline.io.parsing import parse
 from mnistkit.pipeline.io.streams import (
+    ERRORS_PREFIX,
+    PREDICTIONS_PREFIX,
     StreamInput,
     StreamInputError,
     WriteStreamBigQuery,
@@ -203,6 +205,12 @@ class StreamConfig:
         return runtime_options(self.runner, self.runtime, self.precision)
 
     @property
+    def outputs(self) -> dict[str, str]:
+        """Where the stream's rows land: the table, or the folder's file pattern; and its dead letters."""
+        predictions = self.output if is_bigquery(self.output) else f"{self.output}/{PREDICTIONS_PREFIX}-*.jsonl"
+        return {"predictions": predictions, "errors": f"{self.errors_folder}/{ERRORS_PREFIX}-*.jsonl"}
+
+    @property
     def errors_folder(self) -> str:
         """Where dead letters go: --errors-output, else the output folder (a bq:// output needs one)."""
         if self.errors_output:
@@ -310,6 +318,7 @@ def run_stream(config: StreamConfig) -> StreamResult:
         model=run.model_uri,
         format="stream",
         wall_time_s=time.monotonic() - run.started,
+        outputs=config.outputs,
     )
     return StreamResult(summary, accounting.local_latency() if in_process else _latency(run.result))
 
