@@ -23,6 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from mnistkit.model_export.model import NUM_PIXELS, to_model_input
 from mnistkit.model_export.training_data import LABEL_FEATURE
 from mnistkit.pipeline.choices import FORMATS
+from mnistkit.pipeline.io.example_proto import encode_example
 from mnistkit.pipeline.io.files import FileRange, frame_tfrecord, match_files, read_range
 from mnistkit.pipeline.io.parsing import PARSERS
 from mnistkit.pipeline.rows import DeadLetter
@@ -110,19 +111,11 @@ def encode_tfrecord(keys: np.ndarray, pixels: np.ndarray, labels: np.ndarray | N
 
     With `labels`, each Example also gets `label` int64 (training shards); predict ignores it.
     """
-    import tensorflow as tf
-
-    frames = []
     label_list = [None] * len(keys) if labels is None else labels.tolist()
-    for key, row, label in zip(keys.tolist(), pixels, label_list, strict=True):
-        feature = {
-            "key": tf.train.Feature(int64_list=tf.train.Int64List(value=[key])),
-            "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[row.tobytes()])),
-        }
-        if label is not None:
-            feature[LABEL_FEATURE] = tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
-        example = tf.train.Example(features=tf.train.Features(feature=feature))
-        frames.append(frame_tfrecord(example.SerializeToString()))
+    frames = [
+        frame_tfrecord(encode_example(key, row.tobytes(), None if label is None else {LABEL_FEATURE: label}))
+        for key, row, label in zip(keys.tolist(), pixels, label_list, strict=True)
+    ]
     return b"".join(frames)
 
 

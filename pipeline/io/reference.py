@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mnistkit.model_export.model import NUM_PIXELS, to_model_input
+from mnistkit.pipeline.io.example_proto import Example
 from mnistkit.pipeline.rows import DeadLetter, ParsedBatch, Reason
 
 __all__ = [
@@ -175,7 +176,6 @@ def _tfrecord(record: bytes) -> Outcome:
     if len(record) > MAX_RECORD_BYTES:
         return Reason.OVERSIZED_LINE, f"{len(record)} bytes, at most {MAX_RECORD_BYTES}"
     from google.protobuf.message import DecodeError
-    from tensorflow.core.example.example_pb2 import Example
 
     try:
         features = Example.FromString(record).features.feature

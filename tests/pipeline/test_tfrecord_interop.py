@@ -70,3 +70,54 @@ def test_the_kit_reads_every_record_tensorflow_writes(tmp_path, rows, name):
     assert dead == []
     assert parsed.keys.tolist() == keys.tolist()
     np.testing.assert_array_equal(parsed.images, pixels.astype(np.float32) / np.float32(255.0))
+
+
+def test_the_kits_example_messages_are_tensorflows_field_for_field():
+    from google.protobuf import descriptor_pb2
+    from tensorflow.core.example import example_pb2
+
+    from mnistkit.pipeline.io.example_proto import Example
+
+    def messages(descriptor) -> dict[str, str]:
+        """Every message reachable from `descriptor`, as its DescriptorProto text (no options)."""
+        found: dict[str, str] = {}
+        pending = [descriptor]
+        while pending:
+            message = pending.pop()
+            if message.full_name in found:
+                continue
+            proto = descriptor_pb2.DescriptorProto()
+            message.CopyToProto(proto)
+            for field in proto.field:
+                field.ClearField("json_name")
+            found[message.full_name] = str(proto)
+            pending.extend(field.message_type for field in message.fields if field.message_type)
+        return found
+
+    ours, theirs = messages(Example.DESCRIPTOR), messages(example_pb2.Example.DESCRIPTOR)
+    assert sorted(ours) == sorted(theirs) and len(ours) == 7
+    for name, proto in theirs.items():
+        assert ours[name] == proto, name
+
+
+def test_tfrecord_inputs_are_read_and_written_without_tensorflow(tmp_path, rows):
+    import subprocess
+    import sys
+
+    keys, pixels = rows
+    script = f"""
+import sys, numpy as np
+from mnistkit.pipeline.io.files import FileRange, read_range
+from mnistkit.pipeline.io.formats import write_rows
+from mnistkit.pipeline.io.parsing import parse_tfrecord
+keys = np.array({keys[:5].tolist()}, np.int64)
+pixels = np.frombuffer(bytes.fromhex({pixels[:5].tobytes().hex()!r}), np.uint8).reshape(5, -1)
+write_rows({str(tmp_path / "t.tfrecord")!r}, "tfrecord", [(keys, pixels)])
+records = [r for b in read_range(FileRange({str(tmp_path / "t.tfrecord")!r}), "tfrecord", 64) for r in b.records]
+parsed, dead = parse_tfrecord(records, "t")
+assert dead == [] and parsed.keys.tolist() == keys.tolist(), (dead, parsed.keys)
+assert (parsed.images * 255).round().astype(np.uint8).tolist() == pixels.tolist()
+print("tensorflow" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False", done.stderr
