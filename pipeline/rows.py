@@ -111,6 +111,11 @@ class ParsedBatch:
     def __len__(self) -> int:
         return len(self.keys)
 
+    @property
+    def nbytes(self) -> int:
+        """The bytes of its arrays (sources are shared strings, not counted)."""
+        return self.keys.nbytes + self.images.nbytes
+
     @classmethod
     def empty(cls) -> ParsedBatch:
         return cls(np.empty(0, np.int64), np.empty((0, NUM_PIXELS), np.float32), [])
@@ -156,6 +161,12 @@ class PredictionBatch:
         return len(self.keys)
 
     @property
+    def nbytes(self) -> int:
+        """The bytes of its arrays and of its dead letters' raw records."""
+        arrays = self.keys.nbytes + self.classes.nbytes + self.probabilities.nbytes
+        return arrays + sum(len(letter.raw) for letter in self.failures)
+
+    @property
     def confidences(self) -> np.ndarray:
         return self.probabilities[np.arange(len(self.keys)), self.classes]
 
@@ -187,6 +198,10 @@ class StreamBatch:
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def nbytes(self) -> int:
+        return self.rows.nbytes + self.event_times.nbytes
+
 
 @dataclass(frozen=True)
 class ScoredBatch:
@@ -201,3 +216,7 @@ class ScoredBatch:
     errors: dict[int, str]
     model_version: str
     predicted_at: float
+
+    @property
+    def nbytes(self) -> int:
+        return self.batch.nbytes + self.probabilities.nbytes + self.classes.nbytes

@@ -2,7 +2,8 @@
 
 A file or BigQuery source feeds RawBatches into ParseRecords and Predict; the streaming pipeline
 uses the same readers (io/files.py) and parsers (io/parsing.py) on its micro-batches. Every step
-counts rows through accounting.py and sends what it rejects to its DEAD_LETTERS output.
+counts rows through accounting.py and sends what it rejects to its DEAD_LETTERS output. Steps
+declare the batch types they emit, so Beam codes (and sizes) them with coders.py's BatchCoder.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
-from mnistkit.pipeline import accounting
+from mnistkit.pipeline import accounting, coders  # noqa: F401  (coders: registers the batch types' coder)
 from mnistkit.pipeline.inference.handler import SavedModelHandler
 from mnistkit.pipeline.io.files import FileRange, is_compressed, plan_ranges, read_range
 from mnistkit.pipeline.io.parsing import parse
@@ -59,7 +60,10 @@ class ReadFiles(beam.PTransform):
             | "Pattern" >> beam.Create([self._pattern])
             | "Plan" >> beam.FlatMap(plan_ranges, self._fmt, self._desired_splits)
             | "Spread" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(_ReadRangeFn(self._fmt, self._batch_rows)).with_outputs(DEAD_LETTERS, main="main")
+            | "Read"
+            >> beam.ParDo(_ReadRangeFn(self._fmt, self._batch_rows))
+            .with_output_types(RawBatch)
+            .with_outputs(DEAD_LETTERS, main="main")
         )
 
 
@@ -83,7 +87,8 @@ class ParseRecords(beam.PTransform):
         self._fmt = fmt
 
     def expand(self, raw: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return raw | "Parse" >> beam.ParDo(_ParseFn(self._fmt)).with_outputs(DEAD_LETTERS, main="main")
+        parse = beam.ParDo(_ParseFn(self._fmt)).with_output_types(ParsedBatch)
+        return raw | "Parse" >> parse.with_outputs(DEAD_LETTERS, main="main")
 
 
 def _split_failures(result: PredictionBatch) -> Iterator[PredictionBatch | beam.pvalue.TaggedOutput]:
@@ -103,8 +108,9 @@ class Predict(beam.PTransform):
     def expand(self, parsed: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return (
             parsed
-            | "RunInference" >> RunInference(self._handler)
-            | "SplitFailures" >> beam.FlatMap(_split_failures).with_outputs(DEAD_LETTERS, main="main")
+            | "RunInference" >> RunInference(self._handler).with_output_types(PredictionBatch)
+            | "SplitFailures"
+            >> beam.FlatMap(_split_failures).with_output_types(PredictionBatch).with_outputs(DEAD_LETTERS, main="main")
         )
 
 

@@ -17,7 +17,7 @@ ROOTS = {"cli": "mnistkit.cli", "pipeline": "mnistkit.pipeline", "model_export":
 LAYERS = [
     ("model_export", ["mnistkit.model_export"]),
     ("row model", ["mnistkit.pipeline", "mnistkit.pipeline.rows", "mnistkit.pipeline.accounting",
-                   "mnistkit.pipeline.choices", "mnistkit.pipeline.runners"]),
+                   "mnistkit.pipeline.coders", "mnistkit.pipeline.choices", "mnistkit.pipeline.runners"]),
     ("io and inference", ["mnistkit.pipeline.io", "mnistkit.pipeline.inference"]),
     ("transforms", ["mnistkit.pipeline.transforms"]),
     ("pipelines", ["mnistkit.pipeline.batch", "mnistkit.pipeline.streaming", "mnistkit.pipeline.serving"]),

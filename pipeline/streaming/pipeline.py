@@ -32,7 +32,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mnistkit.pipeline import accounting
+from mnistkit.pipeline import accounting, coders  # noqa: F401  (coders: registers the batch types' coder)
 from mnistkit.pipeline.accounting import LATENCY_MS, Summary, query_counters
 from mnistkit.pipeline.inference.factory import check_scorer, stream_handler
 from mnistkit.pipeline.inference.runtimes import RuntimeOptions, runtime_options
@@ -49,7 +49,15 @@ from mnistkit.pipeline.io.streams import (
     read_stream,
 )
 from mnistkit.pipeline.io.watch import StopPolicy
-from mnistkit.pipeline.rows import DEAD_LETTERS, DeadLetter, ParsedBatch, RawBatch, StreamBatch, StreamRecord
+from mnistkit.pipeline.rows import (
+    DEAD_LETTERS,
+    DeadLetter,
+    ParsedBatch,
+    RawBatch,
+    ScoredBatch,
+    StreamBatch,
+    StreamRecord,
+)
 from mnistkit.pipeline.runners import FN_API_RUNNER, Runner
 
 __all__ = [
@@ -165,9 +173,9 @@ class ScoreStream(beam.PTransform):
             | "Stamp" >> beam.Map(_stamp).with_output_types(tuple[int, StreamRecord])
             | "MicroBatch" >> group(self._max_batch, self._window_seconds, self._clock)
             | "Rows" >> beam.Values()
-            | "Parse" >> beam.FlatMap(_parse).with_outputs(DEAD_LETTERS, main="main")
+            | "Parse" >> beam.FlatMap(_parse).with_output_types(StreamBatch).with_outputs(DEAD_LETTERS, main="main")
         )
-        scored = parsed.main | "RunInference" >> RunInference(self._handler)
+        scored = parsed.main | "RunInference" >> RunInference(self._handler).with_output_types(ScoredBatch)
         return ScoredStream(scored, parsed[DEAD_LETTERS])
 
 
