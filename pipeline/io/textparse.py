@@ -27,18 +27,15 @@ NUMBA_CACHE_DIR where that is read-only); worker images compile it at build time
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from mnistkit.model_export.model import NUM_PIXELS
+from mnistkit.pipeline.io.compiled import LazyKernel
 
 __all__ = ["SCANNER_AFTER_ROWS", "TextScan", "scan_text", "warm_up"]
-
-_LOGGER = logging.getLogger(__name__)
 
 # Rows a process parses the per-record way before it loads the scanner (see the module docstring):
 # at ~20 µs saved per row, 0.5 s of loading pays for itself after ~25k rows.
@@ -153,30 +150,7 @@ def _compile() -> Callable[..., None]:
     return scan
 
 
-class _Scanner:
-    """This process's scanner: loaded once SCANNER_AFTER_ROWS rows went the per-record way."""
-
-    def __init__(self) -> None:
-        self.kernel: Callable[..., None] | None = None
-        self.rows_before = 0
-        self.unavailable = False
-        self._lock = threading.Lock()
-
-    def get(self, rows: int) -> Callable[..., None] | None:
-        if self.kernel is not None or self.unavailable:
-            return self.kernel
-        with self._lock:
-            self.rows_before += rows  # racy counts only move the switch by a batch
-            if self.kernel is None and self.rows_before > SCANNER_AFTER_ROWS:
-                try:
-                    self.kernel = warm_up()
-                except ImportError:
-                    _LOGGER.info("numba is not installed; text rows keep the per-record parser")
-                    self.unavailable = True
-        return None
-
-
-_SCANNER = _Scanner()
+_SCANNER = LazyKernel(lambda: warm_up(), "text")
 
 
 def warm_up() -> Callable[..., None]:
@@ -202,7 +176,7 @@ def _run(kernel: Callable[..., None], lines: Sequence[bytes]) -> TextScan:
 
 def scan_text(lines: Sequence[bytes]) -> TextScan | None:
     """Scan a batch of lines, or None while this process warms up (then parse them per record)."""
-    kernel = _SCANNER.get(len(lines))
+    kernel = _SCANNER.get(len(lines), SCANNER_AFTER_ROWS)
     return _run(kernel, lines) if kernel is not None and lines else None
 
 

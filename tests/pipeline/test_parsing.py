@@ -64,9 +64,9 @@ def test_tfrecord_examples_parse_back_to_the_exact_model_input():
 def test_tfrecord_writer_frames_the_same_examples():
     import io
 
-    from mnistkit.pipeline.io.files import _tfrecords
-
     from tensorflow.core.example.example_pb2 import Example
+
+    from mnistkit.pipeline.io.files import _tfrecords
 
     payloads = list(_tfrecords(io.BytesIO(encode_tfrecord(KEYS, PIXELS)), "src"))
     # Compared as messages: protobuf serialises map entries in no fixed order.

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from mnistkit.model_export.model import NUM_PIXELS
 from mnistkit.pipeline.io import parsing, textparse
+from mnistkit.pipeline.io.compiled import LazyKernel
 
 numba = pytest.importorskip("numba")
 
@@ -22,7 +23,7 @@ def kernel():
 @pytest.fixture
 def scanner_on(monkeypatch, kernel):
     """parse_text with the scanner loaded, as in a process past its warm-up."""
-    scanner = textparse._Scanner()
+    scanner = LazyKernel(textparse.warm_up, "text")
     scanner.kernel = kernel
     monkeypatch.setattr(textparse, "_SCANNER", scanner)
 
@@ -151,7 +152,7 @@ def test_the_scanner_decides_common_spellings_itself(kernel):
 
 
 def test_a_process_loads_the_scanner_only_after_its_warm_up(monkeypatch):
-    scanner = textparse._Scanner()
+    scanner = LazyKernel(textparse.warm_up, "text")
     monkeypatch.setattr(textparse, "_SCANNER", scanner)
     monkeypatch.setattr(textparse, "SCANNER_AFTER_ROWS", 5)
     rows = [_row(np.random.default_rng(0), SPELLINGS[0])] * 3

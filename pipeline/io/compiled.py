@@ -1,0 +1,44 @@
+"""Compiled fast paths (numba) that a process loads only once it has parsed enough rows without them.
+
+`import numba` and loading a cached kernel cost ~0.3–0.5 s, more than a small run spends
+parsing; so each fast path (textparse.py, exampleparse.py) starts out absent and is loaded on
+the batch that takes the process past its threshold. Without numba installed, parsing keeps the
+per-record paths, which decide every row the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+__all__ = ["LazyKernel"]
+
+_LOGGER = logging.getLogger(__name__)
+K = TypeVar("K")
+
+
+class LazyKernel(Generic[K]):
+    """One process's kernel: `get` returns None until `after_rows` rows were counted, then the kernel."""
+
+    def __init__(self, load: Callable[[], K], what: str) -> None:
+        self.kernel: K | None = None
+        self.rows_before = 0
+        self.unavailable = False
+        self._load = load
+        self._what = what
+        self._lock = threading.Lock()
+
+    def get(self, rows: int, after_rows: int) -> K | None:
+        if self.kernel is not None or self.unavailable:
+            return self.kernel
+        with self._lock:
+            self.rows_before += rows  # racy counts only move the switch by a batch
+            if self.kernel is None and self.rows_before > after_rows:
+                try:
+                    self.kernel = self._load()
+                except ImportError:
+                    _LOGGER.info("numba is not installed; %s rows keep the per-record parser", self._what)
+                    self.unavailable = True
+        return None
