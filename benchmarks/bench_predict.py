@@ -188,8 +188,12 @@ def main() -> None:
     parser.add_argument("--matrix-variants", default="stock,tensorflow,openvino,ceiling")
     parser.add_argument("--seed-dir", type=Path, help="holds seed-<rows>.txt (the original study's text format)")
     parser.add_argument("--idle-wait", type=float, default=600, help="longest wait for an idle machine per run")
+    parser.add_argument("--matrix-report", action="store_true", help="redraw the matrix table and charts")
     args = parser.parse_args()
     IDLE_WAIT_S[0] = args.idle_wait
+    if args.matrix_report:
+        matrix_report(json.loads((RESULTS / "matrix.json").read_text()))
+        return
     if args.matrix:
         args.work_dir.mkdir(parents=True, exist_ok=True)
         matrix(args)
@@ -276,12 +280,54 @@ def matrix(args: argparse.Namespace) -> None:
             )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "matrix.json").write_text(json.dumps(results, indent=1) + "\n")
+    matrix_report(results)
+
+
+def matrix_report(results: list[dict]) -> None:
+    """The matrix as a markdown table, results/matrix.png (rows/s) and matrix-memory.png (the biggest run's RSS)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     print("\n| input | rows | variant | wall s | rows/s | vs stock | vs ceiling | CPU s | others' CPU s | peak RSS MB |"
           "\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
     for r in results:
         ratios = " | ".join(f"{r[k]:.2f}×" if k in r else "–" for k in ("vs_stock", "vs_ceiling"))
         print(f"| {r['input']} | {r['rows']:,} | {r['variant']} | {r['wall_s']:.1f} | {r['rows_per_s']:,.0f} | "
               f"{ratios} | {r['cpu_s']:.1f} | {r['others_cpu_s']:.1f} | {r['peak_rss_mb']:,.0f} |")  # fmt: skip
+    inputs = list(dict.fromkeys(r["input"] for r in results))
+    variants = list(dict.fromkeys(r["variant"] for r in results))
+    figure, axes = plt.subplots(1, len(inputs), figsize=(4.2 * len(inputs), 3.8), sharey=True, squeeze=False)
+    for axis, kind in zip(axes[0], inputs, strict=True):
+        sizes = sorted({r["rows"] for r in results if r["input"] == kind})
+        width = 0.8 / len(variants)
+        for v, variant in enumerate(variants):
+            rates = {r["rows"]: r["rows_per_s"] for r in results if r["input"] == kind and r["variant"] == variant}
+            xs = [i + (v - (len(variants) - 1) / 2) * width for i, size in enumerate(sizes) if size in rates]
+            axis.bar(xs, [rates[size] for size in sizes if size in rates], width, label=variant)
+        axis.set_xticks(range(len(sizes)), [f"{size:,}" for size in sizes])
+        axis.set_yscale("log")
+        axis.set_title(f"{kind} rows")
+        axis.set_xlabel("rows in the run")
+    axes[0][0].set_ylabel("rows/s, process wall (log)")
+    axes[0][-1].legend(fontsize="small")
+    figure.suptitle(f"mnistkit predict vs stock RunInference vs the no-Beam ceiling, {os.cpu_count()} cores")
+    figure.tight_layout()
+    figure.savefig(RESULTS / "matrix.png", dpi=120)
+    biggest = [r for r in results if r["rss_timeline"] and r["rows"] == max(x["rows"] for x in results)]
+    if biggest:
+        figure, axis = plt.subplots(figsize=(8, 3))
+        for r in biggest:
+            times, rss = zip(*r["rss_timeline"], strict=True)
+            axis.plot(times, rss, label=f"{r['input']} {r['variant']}")
+        axis.set_xlabel("seconds")
+        axis.set_ylabel("RSS of all processes, MB")
+        axis.set_ylim(bottom=0)
+        axis.legend(fontsize="small", ncol=2)
+        axis.set_title(f"Resident memory over {biggest[0]['rows']:,}-row runs")
+        figure.tight_layout()
+        figure.savefig(RESULTS / "matrix-memory.png", dpi=120)
 
 
 def model_only_rate(model: str) -> float:

@@ -203,13 +203,24 @@ def _lines(f: BinaryIO, file_range: FileRange) -> Iterator[bytes]:
             skipping = False
             position += cut + 1
             block = block[cut + 1 :]
-        lines = (pending + block).split(b"\n")
+        # Split the block itself: joining it to the partial line first would copy all of it.
+        consumed = len(pending) + len(block)
+        lines = block.split(b"\n")
+        lines[0] = pending + lines[0]
         pending = lines.pop()
-        for line in lines:
-            if stop is not None and position >= stop:
-                return
-            position += len(line) + 1
-            yield line[:-1] if line.endswith(b"\r") else line
+        consumed -= len(pending)
+        if stop is not None and position + consumed > stop:
+            # The range ends inside this block: only the lines that start before its end.
+            kept = 0
+            for line in lines:
+                if position >= stop:
+                    break
+                position += len(line) + 1
+                kept += 1
+            yield from _without_cr(lines[:kept], block)
+            return
+        position += consumed
+        yield from _without_cr(lines, block)
         if len(pending) > MAX_RECORD_BYTES:
             if stop is not None and position >= stop:
                 return
@@ -219,6 +230,13 @@ def _lines(f: BinaryIO, file_range: FileRange) -> Iterator[bytes]:
             skipping = True
     if pending and (stop is None or position < stop):
         yield pending[:-1] if pending.endswith(b"\r") else pending
+
+
+def _without_cr(lines: list[bytes], block: bytes) -> list[bytes]:
+    """`lines` with one trailing "\r" each removed (Windows line ends)."""
+    if b"\r" not in block and not (lines and lines[0].endswith(b"\r")):  # lines[0] began in the last block
+        return lines
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines]
 
 
 def _tfrecords(f: BinaryIO, path: str) -> Iterator[bytes | DeadLetter]:
