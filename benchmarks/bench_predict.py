@@ -278,8 +278,9 @@ def matrix(args: argparse.Namespace) -> None:
                 | {"input": kind, "variant": variant, "rows_per_s": run.rows_per_s}
                 | {f"vs_{ref}": run.rows_per_s / runs[ref].rows_per_s for ref in ("stock", "ceiling") if ref in runs}
             )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "matrix.json").write_text(json.dumps(results, indent=1) + "\n")
+        # Saved after each input, so a long run that stops keeps what it measured.
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "matrix.json").write_text(json.dumps(results, indent=1) + "\n")
     matrix_report(results)
 
 
