@@ -136,9 +136,15 @@ class PredictConfig:
 
 
 def build_pipeline(
-    pipeline: beam.Pipeline, config: PredictConfig, fmt: str, handler: ModelHandler, run_id: str | None = None
+    pipeline: beam.Pipeline,
+    config: PredictConfig,
+    fmt: str,
+    handler: ModelHandler,
+    run_id: str | None = None,
+    input_bytes: int = 0,
 ) -> None:
-    """Add the read → parse → predict → write → commit steps of `config` to `pipeline`."""
+    """Add the read → parse → predict → write → commit steps of `config` to `pipeline` (`input_bytes`:
+    the input's size where known, see ParseRecords)."""
     prefixes = config.staged_prefixes(run_id or run_outputs.new_run_id())
     desired_splits = _SPLITS_PER_WORKER * config.runner.worker_count
     if bigquery.is_bigquery(config.input):
@@ -147,7 +153,7 @@ def build_pipeline(
         read = pipeline | "ReadBigQuery" >> source
     else:
         read = pipeline | "ReadFiles" >> ReadFiles(config.input, fmt, config.read_batch, desired_splits)
-    parsed = read.main | "ParseRecords" >> ParseRecords(fmt)
+    parsed = read.main | "ParseRecords" >> ParseRecords(fmt, input_bytes)
     predicted = parsed.main | "Predict" >> Predict(handler)
     dead_letters = [read[DEAD_LETTERS], parsed[DEAD_LETTERS], predicted[DEAD_LETTERS]]
     if bigquery.is_bigquery(config.output):
@@ -250,7 +256,8 @@ def start_predict(config: PredictConfig) -> StartedRun:
     else:
         fmt = config.format or detect_format(config.input)
         input_files = match_files(config.input)
-    accounting.start_progress(sum(size for _, size in input_files))
+    input_bytes = sum(size for _, size in input_files)
+    accounting.start_progress(input_bytes)
     if fmt not in FORMATS:
         raise FormatError(f"predict reads {', '.join(FORMATS)}; convert {fmt} inputs first (mnistkit convert).")
     model, handler, runtime_name = batch_handler(
@@ -263,7 +270,7 @@ def start_predict(config: PredictConfig) -> StartedRun:
     _check_outputs(config, {path for path, _ in input_files})
     run_id = run_outputs.new_run_id()
     pipeline = beam.Pipeline(options=config.runner.pipeline_options())
-    build_pipeline(pipeline, config, fmt, handler, run_id)
+    build_pipeline(pipeline, config, fmt, handler, run_id, input_bytes)
     return StartedRun(config, pipeline.run(), model, fmt, started, run_id, runtime_name)
 
 

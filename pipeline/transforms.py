@@ -16,7 +16,7 @@ from apache_beam.ml.inference.base import RunInference
 from mnistkit.pipeline import accounting, coders  # noqa: F401  (coders: registers the batch types' coder)
 from mnistkit.pipeline.inference.handler import SavedModelHandler
 from mnistkit.pipeline.io.files import FileRange, is_compressed, plan_ranges, read_range
-from mnistkit.pipeline.io.parsing import parse
+from mnistkit.pipeline.io.parsing import load_fast_path, parse
 from mnistkit.pipeline.rows import DEAD_LETTERS, DeadLetter, ParsedBatch, PredictionBatch, RawBatch
 
 
@@ -68,8 +68,12 @@ class ReadFiles(beam.PTransform):
 
 
 class _ParseFn(beam.DoFn):
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: str, input_bytes: int) -> None:
         self._fmt = fmt
+        self._input_bytes = input_bytes
+
+    def setup(self) -> None:
+        load_fast_path(self._fmt, self._input_bytes)
 
     def process(self, raw: RawBatch) -> Iterator[ParsedBatch | beam.pvalue.TaggedOutput]:
         batch, dead = parse(raw, self._fmt)
@@ -80,14 +84,19 @@ class _ParseFn(beam.DoFn):
 
 
 class ParseRecords(beam.PTransform):
-    """RawBatches → ParsedBatches (main output) and DeadLetters (`DEAD_LETTERS` output)."""
+    """RawBatches → ParsedBatches (main output) and DeadLetters (`DEAD_LETTERS` output).
 
-    def __init__(self, fmt: str) -> None:
+    `input_bytes`: how big the whole input is, when known; a big one has each worker load the
+    format's compiled parser up front (parsing.load_fast_path).
+    """
+
+    def __init__(self, fmt: str, input_bytes: int = 0) -> None:
         super().__init__()
         self._fmt = fmt
+        self._input_bytes = input_bytes
 
     def expand(self, raw: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        parse = beam.ParDo(_ParseFn(self._fmt)).with_output_types(ParsedBatch)
+        parse = beam.ParDo(_ParseFn(self._fmt, self._input_bytes)).with_output_types(ParsedBatch)
         return raw | "Parse" >> parse.with_outputs(DEAD_LETTERS, main="main")
 
 

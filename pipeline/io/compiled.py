@@ -2,7 +2,8 @@
 
 `import numba` and loading a cached kernel cost ~0.3–0.5 s, more than a small run spends
 parsing; so each fast path (textparse.py, exampleparse.py) starts out absent and is loaded on
-the batch that takes the process past its threshold. Without numba installed, parsing keeps the
+the batch that takes the process past its threshold, or at once by a run that knows its input is
+big (parsing.load_fast_path). Without numba installed, parsing keeps the
 per-record paths, which decide every row the same way.
 """
 
@@ -35,10 +36,20 @@ class LazyKernel(Generic[K]):
             return self.kernel
         with self._lock:
             self.rows_before += rows  # racy counts only move the switch by a batch
-            if self.kernel is None and self.rows_before > after_rows:
-                try:
-                    self.kernel = self._load()
-                except ImportError:
-                    _LOGGER.info("numba is not installed; %s rows keep the per-record parser", self._what)
-                    self.unavailable = True
+            if self.rows_before > after_rows:
+                self._load_once()
         return None
+
+    def load_now(self) -> None:
+        """Load the kernel now (a run that knows it is big); without numba, keep the per-record path."""
+        with self._lock:
+            self._load_once()
+
+    def _load_once(self) -> None:
+        if self.kernel is not None or self.unavailable:
+            return
+        try:
+            self.kernel = self._load()
+        except ImportError:
+            _LOGGER.info("numba is not installed; %s rows keep the per-record parser", self._what)
+            self.unavailable = True

@@ -35,7 +35,7 @@ import numpy as np
 from mnistkit.model_export.model import NUM_PIXELS
 from mnistkit.pipeline.io.compiled import LazyKernel
 
-__all__ = ["SCANNER_AFTER_ROWS", "TextScan", "scan_text", "warm_up"]
+__all__ = ["SCANNER_AFTER_ROWS", "load", "TextScan", "scan_text", "warm_up"]
 
 # Rows a process parses the per-record way before it loads the scanner (see the module docstring):
 # at ~20 µs saved per row, 0.5 s of loading pays for itself after ~25k rows.
@@ -178,6 +178,11 @@ def scan_text(lines: Sequence[bytes]) -> TextScan | None:
     """Scan a batch of lines, or None while this process warms up (then parse them per record)."""
     kernel = _SCANNER.get(len(lines), SCANNER_AFTER_ROWS)
     return _run(kernel, lines) if kernel is not None and lines else None
+
+
+def load() -> None:
+    """Load the scanner now, whatever this process has parsed so far (no-op without numba)."""
+    _SCANNER.load_now()
 
 
 if __name__ == "__main__":

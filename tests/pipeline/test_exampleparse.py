@@ -193,3 +193,19 @@ def test_a_process_loads_the_scanner_only_after_its_warm_up(monkeypatch):
     assert exampleparse.scan_examples(records) is None and exampleparse.scan_examples(records) is None
     scan = exampleparse.scan_examples(records)
     assert scan is not None and scan.ok.all() and scan.keys.tolist() == [0, 1, 2]
+
+
+def test_a_big_input_loads_its_formats_scanner_before_the_first_batch(monkeypatch):
+    from mnistkit.pipeline.io import textparse
+
+    loads: list[str] = []
+    for module, name in ((textparse, "text"), (exampleparse, "tfrecord")):
+        monkeypatch.setattr(module, "_SCANNER", LazyKernel(lambda name=name: loads.append(name) or "kernel", name))
+    parsing.load_fast_path("tfrecord", parsing.LOAD_FAST_PATH_BYTES - 1)
+    parsing.load_fast_path("jsonl", 10 * parsing.LOAD_FAST_PATH_BYTES)
+    assert loads == []
+    parsing.load_fast_path("tfrecord", parsing.LOAD_FAST_PATH_BYTES)
+    parsing.load_fast_path("text", 10 * parsing.LOAD_FAST_PATH_BYTES)
+    parsing.load_fast_path("text", 10 * parsing.LOAD_FAST_PATH_BYTES)  # once per process
+    assert loads == ["tfrecord", "text"]
+    assert exampleparse._SCANNER.get(1, exampleparse.SCANNER_AFTER_ROWS) == "kernel"

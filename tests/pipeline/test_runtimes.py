@@ -127,7 +127,7 @@ def test_a_gpu_seen_without_cuda_visible_devices_does_not_count(monkeypatch):
     assert not runtimes.has_cuda_gpu()
 
 
-def test_a_text_predict_on_openvino_never_imports_tensorflow(exported_model, inputs, tmp_path):
+def test_a_predict_on_openvino_never_imports_tensorflow_whatever_the_format(exported_model, inputs, tmp_path):
     """A real `mnistkit predict` run, in a fresh process, then a look at what it imported."""
     code = (
         "import sys\n"
@@ -138,7 +138,7 @@ def test_a_text_predict_on_openvino_never_imports_tensorflow(exported_model, inp
         "    assert not exit.code, exit.code\n"
         "print('TF-MODULES', sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))\n"
     )
-    for fmt in ("text", "jsonl"):
+    for fmt in ("text", "jsonl", "tfrecord"):
         output = tmp_path / fmt
         command = [sys.executable, "-c", code, "predict", "--model", str(exported_model), "--input", inputs[fmt],
                    "--output", str(output), "--runtime", "openvino", "--workers", "1"]  # fmt: skip
