@@ -108,9 +108,10 @@ _predict_cloud_options = stack(
 @click.option(
     "--max-batch",
     type=click.IntRange(min=1),
-    default=256,
+    default=None,
     show_envvar=True,
-    help="Largest model call, in rows; a few hundred is fastest on CPUs, GPUs like more.",
+    help="Largest model call, in rows. Default: a whole read batch (2,048 rows) with a model, 256 rows per "
+    "request to an endpoint.",
 )
 @click.option(
     "--max-error-rate",
@@ -134,7 +135,7 @@ def predict(
     workers: int,
     running_mode: str,
     min_batch: int | None,
-    max_batch: int,
+    max_batch: int | None,
     max_error_rate: float | None,
     runtime: str,
     precision: str,
@@ -156,7 +157,7 @@ def predict(
     from mnistkit.pipeline.batch import PredictConfig
     from mnistkit.pipeline.runners import RunnerConfig
 
-    if min_batch is not None and min_batch > max_batch:
+    if min_batch is not None and max_batch is not None and min_batch > max_batch:
         raise click.BadParameter(f"--min-batch {min_batch} exceeds --max-batch {max_batch}", param_hint="--min-batch")
     config = PredictConfig(
         model=model_or_endpoint(model, endpoint),
