@@ -103,11 +103,12 @@ def stock(args: argparse.Namespace, beam_args: list[str]) -> None:
 def ceiling(args: argparse.Namespace, beam_args: list[str]) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
+    from mnistkit.pipeline.batch import READ_BATCH_ROWS
     from mnistkit.pipeline.inference.handler import predict_rows
     from mnistkit.pipeline.inference.runtimes import load_runtime, runtime_options
-    from mnistkit.pipeline.io.files import plan_ranges, read_range
+    from mnistkit.pipeline.io.files import match_files, plan_ranges, read_range
     from mnistkit.pipeline.io.formats import detect_format
-    from mnistkit.pipeline.io.parsing import PARSERS
+    from mnistkit.pipeline.io.parsing import PARSERS, load_fast_path
     from mnistkit.pipeline.rows import PredictionBatch
     from mnistkit.pipeline.runners import RunnerConfig, available_cores
 
@@ -116,12 +117,15 @@ def ceiling(args: argparse.Namespace, beam_args: list[str]) -> None:
     cores = available_cores()
     fmt = detect_format(args.input)
 
+    # The pipeline's choices: compiled parsers loaded up front for a big input, one model call per read batch.
+    load_fast_path(fmt, sum(size for _, size in match_files(args.input)))
+
     def work(part: int, file_range) -> int:
         rows = 0
         with open(f"{args.output}-{part:05d}.jsonl", "w") as out:
-            for raw in read_range(file_range, fmt, 2048):
+            for raw in read_range(file_range, fmt, READ_BATCH_ROWS):
                 batch, _ = PARSERS[fmt](raw.records, raw.source)
-                probabilities, classes, _ = predict_rows(model, batch, 256)
+                probabilities, classes, _ = predict_rows(model, batch, READ_BATCH_ROWS)
                 out.write(PredictionBatch(batch.keys, classes, probabilities).to_json_lines() + "\n")
                 rows += len(batch)
         return rows
