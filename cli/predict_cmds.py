@@ -110,8 +110,8 @@ _predict_cloud_options = stack(
     type=click.IntRange(min=1),
     default=None,
     show_envvar=True,
-    help="Largest model call, in rows. Default: a whole read batch (2,048 rows) with a model, 256 rows per "
-    "request to an endpoint.",
+    help="Largest model call, in rows. Default: the runtime's (2,048 on OpenVINO, 256 on TensorFlow and "
+    "PyTorch; GPUs like 2,048 too), 256 rows per request to an endpoint.",
 )
 @click.option(
     "--max-error-rate",

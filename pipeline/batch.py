@@ -30,7 +30,6 @@ from mnistkit.pipeline import accounting
 from mnistkit.pipeline.accounting import Summary, query_counters
 from mnistkit.pipeline.choices import FORMATS
 from mnistkit.pipeline.inference.factory import batch_handler
-from mnistkit.pipeline.inference.remote import is_endpoint
 from mnistkit.pipeline.inference.runtimes import runtime_options
 from mnistkit.pipeline.inference.savedmodel import ModelInfo
 from mnistkit.pipeline.io import bigquery, run_outputs
@@ -50,7 +49,6 @@ from mnistkit.pipeline.transforms import (
 __all__ = [
     "OutputExistsError",
     "PredictConfig",
-    "ENDPOINT_REQUEST_ROWS",
     "READ_BATCH_ROWS",
     "RunFailedError",
     "StartedRun",
@@ -62,10 +60,8 @@ __all__ = [
 _LOGGER = logging.getLogger(__name__)
 
 # Rows per RawBatch: parsing amortises its fixed costs (784 column conversions) over big
-# batches, and by default one model call scores a whole one (see PredictConfig.call_rows).
+# batches, and OpenVINO scores a whole one per model call (runtimes.call_rows).
 READ_BATCH_ROWS = 2048
-# Rows per request to an endpoint by default (requests are also cut to the 1.5 MB limit, rest.py).
-ENDPOINT_REQUEST_ROWS = 256
 # Ranges per worker: enough to even out workers that finish early, few enough to stay cheap.
 _SPLITS_PER_WORKER = 4
 
@@ -87,10 +83,8 @@ class PredictConfig:
     input: str
     output: str
     format: str | None = None
-    # Rows per model call (`call_rows`: max_batch, or by default a whole read batch for a local
-    # model: OpenVINO runs 2,048-row calls 15-20 % faster than 256-row ones on 100k seed rows,
-    # TensorFlow no slower; ENDPOINT_REQUEST_ROWS per request to an endpoint). Batch inputs arrive
-    # already batched, so by default (min_batch None = call_rows) RunInference's BatchElements only
+    # Rows per model call; None: the runtime's own (factory.batch_handler). Batch inputs arrive
+    # already batched, so by default (min_batch None = max_batch) RunInference's BatchElements only
     # tops up short tail batches; a smaller `min_batch` turns on Beam's adaptive batch sizing.
     min_batch: int | None = None
     max_batch: int | None = None
@@ -132,13 +126,6 @@ class PredictConfig:
         if not bigquery.is_bigquery(self.output):  # a table is appended to or truncated instead
             patterns.append(self.predictions_pattern)
         return patterns
-
-    @property
-    def call_rows(self) -> int:
-        """Most rows per model call (or request to an endpoint)."""
-        if self.max_batch:
-            return self.max_batch
-        return ENDPOINT_REQUEST_ROWS if is_endpoint(self.model) else self.read_batch
 
     def staged_prefixes(self, run_id: str) -> tuple[StagedPrefix, ...]:
         """Where run `run_id` writes its dead letters and (file outputs) predictions first."""
@@ -275,8 +262,8 @@ def start_predict(config: PredictConfig) -> StartedRun:
         raise FormatError(f"predict reads {', '.join(FORMATS)}; convert {fmt} inputs first (mnistkit convert).")
     model, handler, runtime_name = batch_handler(
         config.model,
-        min_batch=config.min_batch or config.call_rows,
-        max_batch=config.call_rows,
+        min_batch=config.min_batch,
+        max_batch=config.max_batch,
         runtime=runtime_options(config.runner, config.runtime, config.precision),
         here=isinstance(config.runner, RunnerConfig),
     )

@@ -17,13 +17,15 @@ from mnistkit.pipeline.inference.remote import (
     is_endpoint,
     predict_url,
 )
-from mnistkit.pipeline.inference.runtimes import RuntimeOptions, check_runtime
+from mnistkit.pipeline.inference.runtimes import RuntimeOptions, call_rows, check_runtime
 from mnistkit.pipeline.inference.savedmodel import ModelInfo, validate_model
 
 __all__ = ["REMOTE", "Scorer", "batch_handler", "check_model", "check_scorer", "stream_handler"]
 
 # The runtime named for rows scored by an endpoint (the summary's `runtime`).
 REMOTE = "remote"
+# Rows per request to an endpoint by default (requests are also cut to the 1.5 MB limit, rest.py).
+ENDPOINT_REQUEST_ROWS = 256
 
 
 class Scorer(NamedTuple):
@@ -54,17 +56,22 @@ def check_scorer(uri: str, runtime: RuntimeOptions, here: bool) -> tuple[ModelIn
     return model, check_runtime(runtime, model.metadata.get("framework", DEFAULT_FRAMEWORK), here=here)
 
 
-def batch_handler(uri: str, *, min_batch: int, max_batch: int, runtime: RuntimeOptions, here: bool) -> Scorer:
-    """The batch pipeline's scorer for `uri`; with an endpoint, `max_batch` rows go per request (with
-    the bearer token of $MNISTKIT_ENDPOINT_TOKEN, when set)."""
+def batch_handler(
+    uri: str, *, min_batch: int | None, max_batch: int | None, runtime: RuntimeOptions, here: bool
+) -> Scorer:
+    """The batch pipeline's scorer for `uri`, with model calls (or requests to an endpoint, with the
+    bearer token of $MNISTKIT_ENDPOINT_TOKEN when set) of at most `max_batch` rows: by default the
+    runtime's own (runtimes.call_rows), ENDPOINT_REQUEST_ROWS per request. `min_batch` defaults
+    to the same: rows arrive batched, so Beam then only tops up short tail batches."""
     model, name = check_scorer(uri, runtime, here)
     if is_endpoint(uri):
-        token = endpoint_token()
+        rows = max_batch or ENDPOINT_REQUEST_ROWS
         handler = RemoteBatchHandler(
-            uri, min_batch_size=min_batch, max_batch_size=max_batch, max_rows=max_batch, token=token
+            uri, min_batch_size=min_batch or rows, max_batch_size=rows, max_rows=rows, token=endpoint_token()
         )
     else:
-        handler = SavedModelHandler(model.uri, min_batch_size=min_batch, max_batch_size=max_batch, runtime=runtime)
+        rows = max_batch or call_rows(name)
+        handler = SavedModelHandler(model.uri, min_batch_size=min_batch or rows, max_batch_size=rows, runtime=runtime)
     return Scorer(model, handler, name)
 
 

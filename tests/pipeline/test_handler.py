@@ -77,3 +77,26 @@ def test_the_handler_loads_the_export_and_follows_model_updates(exported_model, 
     [result] = handler.run_inference([batch], handler.load_model())
     np.testing.assert_allclose(result.probabilities, direct_probabilities[:10], atol=1e-6)
     np.testing.assert_array_equal(result.classes, direct_probabilities[:10].argmax(axis=1))
+
+
+def test_batch_runs_call_each_runtime_with_its_own_rows_by_default(exported_model):
+    """OpenVINO scores a whole read batch per call, TensorFlow 256 rows, an endpoint 256 per request;
+    --max-batch and --min-batch override them, and the smallest call defaults to the largest."""
+    from mnistkit.pipeline.inference.factory import batch_handler
+    from mnistkit.pipeline.inference.runtimes import RuntimeOptions, call_rows
+
+    def bounds(uri, runtime="auto", min_batch=None, max_batch=None, here=True):
+        handler = batch_handler(
+            uri, min_batch=min_batch, max_batch=max_batch, runtime=RuntimeOptions(runtime), here=here
+        ).handler
+        kwargs = handler.batch_elements_kwargs()
+        return kwargs["min_batch_size"], kwargs["max_batch_size"]
+
+    model = str(exported_model)
+    assert bounds(model, "openvino") == (2048, 2048) == (call_rows("openvino"),) * 2
+    assert bounds(model, "auto") == (2048, 2048)  # auto is OpenVINO on this CPU
+    assert bounds(model, "tensorflow") == (256, 256)
+    assert bounds(model, "auto", here=False) == (2048, 2048)  # left to the workers: the largest
+    assert bounds(model, "openvino", min_batch=64, max_batch=512) == (64, 512)
+    assert bounds(model, "tensorflow", max_batch=1024) == (1024, 1024)
+    assert bounds("http://127.0.0.1:9/v1/models/mnist:predict") == (256, 256)
