@@ -189,6 +189,7 @@ def main() -> None:
     parser.add_argument("--seed-dir", type=Path, help="holds seed-<rows>.txt (the original study's text format)")
     parser.add_argument("--idle-wait", type=float, default=600, help="longest wait for an idle machine per run")
     parser.add_argument("--matrix-report", action="store_true", help="redraw the matrix table and charts")
+    parser.add_argument("--matrix-merge", action="store_true", help="replace only the cells run now in matrix.json")
     args = parser.parse_args()
     IDLE_WAIT_S[0] = args.idle_wait
     if args.matrix_report:
@@ -249,12 +250,28 @@ def matrix_input(args: argparse.Namespace, kind: str, rows: int) -> Path:
     return rows_file(args.work_dir, rows, "text" if kind == "short" else "tfrecord")
 
 
+def _with_ratios(results: list[dict]) -> list[dict]:
+    """Each run with its rows/s over the stock and the ceiling run of the same input and size."""
+    by_cell = {(r["input"], r["rows"], r["variant"]): r for r in results}
+    for r in results:
+        for ref in ("stock", "ceiling"):
+            other = by_cell.get((r["input"], r["rows"], ref))
+            r.pop(f"vs_{ref}", None)
+            if other:
+                r[f"vs_{ref}"] = r["rows_per_s"] / other["rows_per_s"]
+    return results
+
+
 def matrix(args: argparse.Namespace) -> None:
-    """Every --matrix-variants variant on every --matrix input, back to back; ratios per input."""
+    """Every --matrix-variants variant on every --matrix input, back to back; ratios per input.
+
+    With --matrix-merge the runs replace their cells in results/matrix.json, the others stay.
+    """
     model = prepare_model(args.work_dir, args.model)
     baseline = [str(REPO / "benchmarks" / "baselines.py")]
     beam_flags = RunnerConfig(running_mode="multi_processing").flags()
-    results = []
+    kept = json.loads((RESULTS / "matrix.json").read_text()) if args.matrix_merge else []
+    results: list[dict] = []
     for item in args.matrix.split(","):
         kind, rows = item.split(":")
         source, count = matrix_input(args, kind, int(rows)), int(rows)
@@ -273,15 +290,15 @@ def matrix(args: argparse.Namespace) -> None:
                 command = [*_predict_command(model, source, out), "--runtime", variant]
             runs[variant] = timed(f"{kind}-{rows}-{variant}", variant, count, command)
         for variant, run in runs.items():
-            results.append(
-                asdict(run)
-                | {"input": kind, "variant": variant, "rows_per_s": run.rows_per_s}
-                | {f"vs_{ref}": run.rows_per_s / runs[ref].rows_per_s for ref in ("stock", "ceiling") if ref in runs}
-            )
+            results.append(asdict(run) | {"input": kind, "variant": variant, "rows_per_s": run.rows_per_s})
         # Saved after each input, so a long run that stops keeps what it measured.
+        measured = {(r["input"], r["rows"], r["variant"]) for r in results}
+        merged = [r for r in kept if (r["input"], r["rows"], r["variant"]) not in measured] + results
+        order = {name: i for i, name in enumerate(("seed", "short", "tfrecord", "stock", "tensorflow", "openvino"))}
+        merged.sort(key=lambda r: (order.get(r["input"], 9), r["rows"], order.get(r["variant"], 9)))
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "matrix.json").write_text(json.dumps(results, indent=1) + "\n")
-    matrix_report(results)
+        (RESULTS / "matrix.json").write_text(json.dumps(_with_ratios(merged), indent=1) + "\n")
+    matrix_report(json.loads((RESULTS / "matrix.json").read_text()))
 
 
 def matrix_report(results: list[dict]) -> None:
