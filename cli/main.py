@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
+import os
+import sys
+import threading
 
 import click
 
@@ -11,7 +15,7 @@ from mnistkit.model_export.runtime import configure_tensorflow_env
 
 configure_tensorflow_env()
 
-__all__ = ["cli"]
+__all__ = ["cli", "main"]
 
 # Each command family lives in its own module and exposes COMMANDS; importing them lazily keeps
 # `mnistkit --help` fast (TensorFlow and Beam load only when a command runs).
@@ -44,3 +48,28 @@ def cli(verbose: int) -> None:
 for _module in COMMAND_MODULES:
     for _command in importlib.import_module(_module).COMMANDS:
         cli.add_command(_command)
+
+
+def main() -> None:
+    """The console script: `cli`, then an exit that skips tearing the interpreter down.
+
+    Unloading Beam, gRPC and the inference engine module by module took 0.3-0.6 s of a 1,000-row
+    run's ~2.4 s here, after every output was written. The exit handlers still run and the
+    streams are flushed; with a non-daemon thread still running, the ordinary exit waits for it.
+    """
+    try:
+        cli()
+    except SystemExit as done:
+        code = done.code
+    else:
+        code = 0
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)
+    status = code if isinstance(code, int) else 0 if code is None else 1
+    if not isinstance(code, int | None):
+        print(code, file=sys.stderr)  # what sys.exit does with a message
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
