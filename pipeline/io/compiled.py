@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["LazyKernel"]
+import numpy as np
+
+__all__ = ["LazyKernel", "packed"]
 
 _LOGGER = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -53,3 +55,13 @@ class LazyKernel(Generic[K]):
         except ImportError:
             _LOGGER.info("numba is not installed; %s rows keep the per-record parser", self._what)
             self.unavailable = True
+
+
+def packed(records: Sequence[bytes], separator: bytes = b"") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`records` as one uint8 buffer (each followed by `separator`), with each one's start and length."""
+    n = len(records)
+    lengths = np.fromiter(map(len, records), np.int64, n)
+    starts = np.zeros(n, np.int64)
+    np.cumsum(lengths[:-1] + len(separator), out=starts[1:])
+    buf = np.frombuffer(separator.join(records) + (separator if records else b""), np.uint8)
+    return buf, starts, lengths

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mnistkit.model_export.model import NUM_PIXELS
-from mnistkit.pipeline.io.compiled import LazyKernel
+from mnistkit.pipeline.io.compiled import LazyKernel, packed
 
 __all__ = ["SCANNER_AFTER_ROWS", "load", "ExampleScan", "scan_examples", "warm_up"]
 
@@ -66,10 +66,7 @@ def warm_up() -> Callable[..., None]:
 
 def _run(kernel: Callable[..., None], records: Sequence[bytes]) -> ExampleScan:
     n = len(records)
-    lengths = np.fromiter(map(len, records), np.int64, n)
-    starts = np.zeros(n, np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
-    buf = np.frombuffer(b"".join(records), np.uint8)
+    buf, starts, lengths = packed(records)
     keys = np.zeros(n, np.uint64)
     pixels = np.empty((n, NUM_PIXELS), np.uint8)
     ok = np.zeros(n, np.bool_)

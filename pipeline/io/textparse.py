@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mnistkit.model_export.model import NUM_PIXELS
-from mnistkit.pipeline.io.compiled import LazyKernel
+from mnistkit.pipeline.io.compiled import LazyKernel, packed
 
 __all__ = ["SCANNER_AFTER_ROWS", "load", "TextScan", "scan_text", "warm_up"]
 
@@ -162,10 +162,7 @@ def warm_up() -> Callable[..., None]:
 
 def _run(kernel: Callable[..., None], lines: Sequence[bytes]) -> TextScan:
     n = len(lines)
-    lengths = np.fromiter(map(len, lines), np.int64, n)
-    starts = np.zeros(n, np.int64)
-    np.cumsum(lengths[:-1] + 1, out=starts[1:])
-    buf = np.frombuffer(b"\n".join(lines) + b"\n", np.uint8)
+    buf, starts, lengths = packed(lines, b"\n")
     keys = np.zeros(n, np.int64)
     images = np.empty((n, NUM_PIXELS), np.float32)
     ok = np.zeros(n, np.bool_)
