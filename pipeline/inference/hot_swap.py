@@ -174,7 +174,7 @@ class StreamModelHandler(ModelHandler[StreamBatch, ScoredBatch, LatestModel]):
         return [ScoredBatch(batch, probabilities, classes, errors, version, time.time())]
 
     def get_num_bytes(self, batch: StreamBatch) -> int:
-        return batch.rows.images.nbytes + batch.rows.keys.nbytes
+        return batch.rows.nbytes
 
     def get_metrics_namespace(self) -> str:
         return "mnistkit_RunInference"

@@ -365,7 +365,7 @@ class RemoteBatchHandler(_RemoteHandler):
         return split_by_part(batch, rows, probabilities, classes, errors)
 
     def get_num_bytes(self, batch: Sequence[ParsedBatch]) -> int:
-        return sum(part.images.nbytes + part.keys.nbytes for part in batch)
+        return sum(part.nbytes for part in batch)
 
 
 class RemoteStreamHandler(_RemoteHandler):
@@ -388,7 +388,7 @@ class RemoteStreamHandler(_RemoteHandler):
         return [ScoredBatch(batch, probabilities, classes, errors, version or "remote", time.time())]
 
     def get_num_bytes(self, batch: StreamBatch) -> int:
-        return batch.rows.images.nbytes + batch.rows.keys.nbytes
+        return batch.rows.nbytes
 
 
 def _retryable(exc: Exception) -> bool:

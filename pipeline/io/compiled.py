@@ -3,8 +3,8 @@
 `import numba` and loading a cached kernel cost ~0.3–0.5 s, more than a small run spends
 parsing; so each fast path (textparse.py, exampleparse.py) starts out absent and is loaded on
 the batch that takes the process past its threshold, or at once by a run that knows its input is
-big (parsing.load_fast_path). Without numba installed, parsing keeps the
-per-record paths, which decide every row the same way.
+big (parsing.load_fast_path). Without numba installed, parsing keeps the per-record paths, which
+decide every row the same way.
 """
 
 from __future__ import annotations

@@ -176,6 +176,7 @@ def scan(buf, starts, lengths, keys, pixels, ok):
                 for i in range(name, name_end):
                     if buf[i] < 32 or buf[i] > 126:
                         good = False
+                        break
                 if not good or not list_ok(buf, value, value_end):
                     good = False
                     break

@@ -14,7 +14,8 @@ varint canonical (no redundant continuation bytes), at most 10 bytes, its 10th b
 Anything else (duplicates, unknown fields, other wire types, unusual but valid encodings) goes
 to the protobuf path, which may still accept it.
 
-Why: protobuf's decoder plus the Python around it costs ~4.9 µs per record; the scanner ~0.5.
+Why: protobuf's decoder plus the Python around it costs ~5.4 µs per record, parse_tfrecord with
+the scanner ~1.1 (docs/BENCHMARKS.md).
 Its start-up (`import numba` and loading the cached code, ~0.3–0.5 s) pays for itself only
 after ~100k records, so a process switches to it after `SCANNER_AFTER_ROWS` records. Worker
 images compile it at build time with `python -m mnistkit.pipeline.io.exampleparse`.
